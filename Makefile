@@ -1,0 +1,55 @@
+# r1forge: `make demo` runs the tiny recipe end to end, `make test` runs the tests.
+# Both create .venv in the repo root and install the locked requirements on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# This machine's pip configuration names index folders that may be absent: hide that noise.
+QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export PATH := $(BIN):$(PATH)
+export TOKENIZERS_PARALLELISM := false
+export DVC_NO_ANALYTICS := 1
+export DS_ACCELERATOR := cpu
+export WANDB_MODE ?= offline
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test lint lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing locked requirements into $(VENV) (first time: a few minutes)"
+	$(BIN)/pip install --disable-pip-version-check -q setuptools==84.2.1 wheel==0.48.0 $$(grep '^torch==' requirements.lock) $(QUIET_PIP)
+	DS_BUILD_OPS=0 $(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -r requirements.lock $(QUIET_PIP)
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . $(QUIET_PIP)
+	$(BIN)/pip check
+	@touch $@
+
+demo: setup
+	@test -d .git || { echo "make demo needs a git checkout (dvc repro runs inside one)"; exit 1; }
+	dvc repro
+	r1forge report
+
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests: the suite is broken" >&2; exit 1; fi; \
+	exit $$status
+
+lint: setup
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
+
+# Re-resolve the lock from pyproject.toml (run after changing dependencies).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev]"
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^r1forge' > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf data models metrics .dvc/tmp .dvc/cache .pytest_cache

@@ -1,0 +1,206 @@
+"""The `r1forge` command: one subcommand per stage kind, plus data and pipeline helpers.
+
+Heavy libraries (torch, transformers) are imported inside the commands, so `--help` is quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="r1forge",
+    help="Train reasoning models the DeepSeek-R1 way: data, base, SFT, GRPO, sampling, distillation, serving.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Build the recipe's datasets (no subcommand), or import / validate a team's own files.",
+    invoke_without_command=True,
+)
+stages_app = typer.Typer(help="The recipe's stages: list them, or print the DVC pipeline they make.")
+app.add_typer(data_app, name="data")
+app.add_typer(stages_app, name="stages")
+
+RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe (sections named after stages).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe field, e.g. --set base.steps=100 (repeatable)."),
+]
+MetricsOpt = Annotated[Path | None, typer.Option(help="Also write the stage's summary metrics JSON here (DVC metrics).")]
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=os.environ.get("R1FORGE_LOG_LEVEL", "INFO"),
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn errors a user can fix into one clear message on stderr and exit code 2."""
+    from r1forge.errors import DataError, R1ForgeError
+
+    try:
+        yield
+    except R1ForgeError as exc:
+        problems = exc.problems if isinstance(exc, DataError) else [str(exc)]
+        for problem in problems[:50]:
+            typer.echo(f"error: {problem}", err=True)
+        if len(problems) > 50:
+            typer.echo(f"error: ... and {len(problems) - 50} more", err=True)
+        raise typer.Exit(2) from None
+
+
+def _load(recipe: Path, overrides: list[str] | None):
+    from r1forge.config import load_recipe
+
+    return load_recipe(recipe, overrides)
+
+
+@data_app.callback()
+def data(
+    ctx: typer.Context,
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    output: Annotated[Path, typer.Option(help="Folder for the datasets (replaced atomically).")] = Path("data"),
+    metrics: MetricsOpt = None,
+) -> None:
+    """Stage `data`: generate, validate, deduplicate and decontaminate every dataset of the recipe."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import data as stage
+
+        summary = stage.run(_load(recipe, overrides), output, metrics)
+    typer.echo(f"datasets in {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+@data_app.command("import")
+def data_import(
+    source: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file, or a saved Hugging Face dataset folder.")],
+    kind: Annotated[str, typer.Option(help="Record kind to produce: 'sft' or 'prompt'.")],
+    output: Annotated[Path, typer.Option(help="The JSONL file to write (with a .manifest.json beside it).")],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="field=column: which source column fills a record field (repeatable; dotted columns reach into nested objects)."),
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Task name for prompt rows that have none.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a saved DatasetDict (default: train).")] = None,
+) -> None:
+    """Import a team's own cold-start or prompt data into validated r1forge records."""
+    from r1forge.errors import ConfigError
+
+    with _user_errors():
+        pairs = {}
+        for item in mapping or []:
+            field, sep, column = item.partition("=")
+            if not sep or not field or not column:
+                raise ConfigError(f"--map expects field=column, got {item!r}")
+            pairs[field] = column
+        from r1forge.data.importer import import_file
+
+        manifest = import_file(source, output, kind=kind, mapping=pairs, task=task, split=split)
+    typer.echo(f"imported {manifest['count']} {kind} records into {output} (sha256 {manifest['sha256'][:12]})")
+
+
+@data_app.command("validate")
+def data_validate(
+    file: Annotated[Path, typer.Argument(help="A JSONL dataset.")],
+    kind: Annotated[str, typer.Option(help="Record kind: 'sft', 'prompt' or 'sample'.")],
+) -> None:
+    """Check every line of a dataset and report all problems at once."""
+    from r1forge.data.jsonl import read_jsonl
+
+    with _user_errors():
+        records = read_jsonl(file, kind, all_errors=True)
+    typer.echo(f"{file}: {len(records)} valid {kind} records")
+
+
+@app.command()
+def base(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    data: Annotated[Path, typer.Option(help="Datasets folder written by `r1forge data`.")] = Path("data"),
+    output: Annotated[Path, typer.Option(help="Model folder to write (replaced atomically).")] = Path("models/base"),
+    metrics: MetricsOpt = None,
+) -> None:
+    """Stage `base`: fetch the recipe's named model, or train the tiny tokenizer and base model."""
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import base as stage
+
+        summary = stage.run(_load(recipe, overrides), data, output, metrics)
+    typer.echo(f"base model in {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict)))
+
+
+@stages_app.command("list")
+def stages_list() -> None:
+    """Print the recipe's stages in order, with the command each runs."""
+    from r1forge.stages import STAGES
+
+    for item in STAGES:
+        typer.echo(f"{item.name:16} {item.summary}\n{'':16} $ {item.command('recipes/tiny.yaml')}")
+
+
+@stages_app.command("dvc-yaml")
+def stages_dvc_yaml(recipe: Annotated[str, typer.Option(help="Recipe the DVC params come from.")] = "recipes/tiny.yaml") -> None:
+    """Print dvc.yaml as generated from the stage registry (the committed file must equal it)."""
+    import yaml
+
+    from r1forge.stages import dvc_yaml
+
+    typer.echo("# Generated by `r1forge stages dvc-yaml`; edit src/r1forge/stages/__init__.py instead.")
+    typer.echo(yaml.safe_dump(dvc_yaml(recipe), sort_keys=False), nl=False)
+
+
+@app.command()
+def report(
+    metrics: Annotated[Path, typer.Option(help="Folder of per-stage metrics JSON files.")] = Path("metrics"),
+) -> None:
+    """Print what each finished stage of the recipe measured (from its metrics JSON)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from r1forge.stages import STAGES
+
+    table = Table(title="r1forge recipe: stage metrics")
+    table.add_column("stage")
+    table.add_column("metrics")
+    for item in STAGES:
+        path = metrics / f"{item.name}.json"
+        if not path.is_file():
+            table.add_row(item.name, "[dim]not run[/dim]")
+            continue
+        values = json.loads(path.read_text(encoding="utf-8")).get(item.name, {})
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        table.add_row(item.name, shown)
+    Console().print(table)
+
+
+def main() -> None:
+    app(prog_name="r1forge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

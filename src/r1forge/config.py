@@ -1,0 +1,227 @@
+"""Typed recipe configuration: YAML recipes parsed into pydantic models, with `--set` overrides.
+
+A recipe has one section per stage (named as in DESIGN.md); every field has a default that
+works on the tiny CPU recipe. Errors name the recipe file, the line and the dotted field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from r1forge.errors import ConfigError
+from r1forge.io import write_text_atomic
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Resources(Strict):
+    """What a stage asks of the cluster; ignored on a laptop."""
+
+    gpus: int = Field(0, ge=0)
+    gpu_type: str | None = None
+    nodes: int = Field(1, ge=1)
+    cpu: str = "2"
+    memory: str = "8Gi"
+
+
+class TaskSpec(Strict):
+    weight: float = Field(1.0, gt=0)
+    difficulties: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+
+    @field_validator("difficulties")
+    @classmethod
+    def _levels_exist(cls, levels: list[int]) -> list[int]:
+        from r1forge.data.tasks import MAX_DIFFICULTY
+
+        bad = [d for d in levels if not 1 <= d <= MAX_DIFFICULTY]
+        if bad:
+            raise ValueError(f"difficulty levels must be in 1..{MAX_DIFFICULTY}, got {bad}")
+        return levels
+
+
+class ImportSpec(Strict):
+    """A team's own file brought into r1forge records (see `r1forge data import`)."""
+
+    path: str
+    kind: str = Field(pattern="^(sft|prompt)$")
+    output: str
+    mapping: dict[str, str] = Field(default_factory=dict)
+    task: str | None = None
+
+
+class DataConfig(Strict):
+    """Stage `data`: generated task sets (and imported files), deduplicated and decontaminated."""
+
+    seed: int = 0
+    tasks: dict[str, TaskSpec] = Field(default_factory=lambda: {"arithmetic": TaskSpec()})
+    cold_start_size: int = Field(1000, ge=1)
+    rl_prompts_size: int = Field(2000, ge=1)
+    general_size: int = Field(200, ge=0)
+    general_prompts_size: int = Field(50, ge=0)
+    eval_size: int = Field(200, ge=1, description="per task")
+    eval_difficulties: list[int] | None = None
+    near_dup_threshold: float = Field(0.9, gt=0, le=1)
+    decontam_ngram: int = Field(13, ge=1)
+    system_prompt: str | None = None
+    imports: list[ImportSpec] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_exist(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+        from r1forge.data.tasks import TASKS
+
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+        if not tasks:
+            raise ValueError("name at least one task")
+        return tasks
+
+
+class ArchConfig(Strict):
+    """A Llama-style decoder; the defaults give about a million parameters."""
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(352, ge=8)
+    max_position: int = Field(512, ge=16)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ArchConfig:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        return self
+
+
+class BaseConfig(Strict):
+    """Stage `base`: a named real model, or (model: null) the tiny tokenizer and model trained here."""
+
+    model: str | None = None
+    revision: str | None = None
+    seed: int = 0
+    vocab_size: int = Field(512, ge=300)
+    arch: ArchConfig = Field(default_factory=ArchConfig)
+    corpus_size: int = Field(40000, ge=1)
+    steps: int = Field(500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seq_len: int = Field(128, ge=8)
+    lr: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    log_every: int = Field(25, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _fits(self) -> BaseConfig:
+        if self.seq_len > self.arch.max_position:
+            raise ValueError(f"seq_len {self.seq_len} exceeds arch.max_position {self.arch.max_position}")
+        return self
+
+
+class Recipe(Strict):
+    """A whole R1 run: one section per stage of DESIGN.md."""
+
+    name: str = "tiny"
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    base: BaseConfig = Field(default_factory=BaseConfig)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of a dotted location in a composed YAML tree (deepest node found)."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                key = next((k for k, _ in node.value if k.value == str(part)), None)
+                return key.start_mark.line + 1 if key else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (e.g. base.steps=100), got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a YAML recipe, apply `key=value` overrides, validate, and name file:line:field on error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        tree = yaml.safe_load(text) or {}
+        composed = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(tree).__name__}")
+    override_keys = set()
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value)
+        override_keys.add(key)
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            if field in override_keys:
+                where = f"{path} (--set {field})"
+            else:
+                line = _line_of(composed, tuple(err["loc"]))
+                where = f"{path}:{line}" if line else str(path)
+            lines.append(f"{where}: field '{field}': {message}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    return recipe.model_dump(mode="json")
+
+
+def save_resolved(recipe: Recipe, path: str | Path, section: str | None = None) -> None:
+    """Save the resolved recipe (or one section of it) next to the outputs it produced."""
+    payload = recipe_dict(recipe)
+    if section is not None:
+        payload = {"name": recipe.name, section: payload[section]}
+    write_text_atomic(path, yaml.safe_dump(payload, sort_keys=False))

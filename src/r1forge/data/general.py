@@ -1,0 +1,76 @@
+"""A small general (non-reasoning) chat set: plain answers, no chain of thought, no boxed answer.
+
+It stands in for R1's non-reasoning data (writing, factual QA, translation), so that the
+merged SFT stage keeps the model able to answer plainly when no reasoning is asked for.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+CAPITALS = {
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Italy": "Rome",
+    "Egypt": "Cairo",
+    "Peru": "Lima",
+    "Kenya": "Nairobi",
+    "Norway": "Oslo",
+    "Spain": "Madrid",
+    "Chile": "Santiago",
+    "Cuba": "Havana",
+}
+OPPOSITES = {
+    "hot": "cold",
+    "big": "small",
+    "up": "down",
+    "fast": "slow",
+    "light": "dark",
+    "early": "late",
+    "open": "closed",
+    "happy": "sad",
+    "full": "empty",
+    "old": "new",
+}
+WORDS = ["apple", "river", "stone", "cloud", "music", "tiger", "paper", "green", "lemon", "chair"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _capital(rng: random.Random) -> tuple[str, str]:
+    country = rng.choice(sorted(CAPITALS))
+    return f"What is the capital of {country}?", f"The capital of {country} is {CAPITALS[country]}."
+
+
+def _opposite(rng: random.Random) -> tuple[str, str]:
+    word = rng.choice(sorted(OPPOSITES))
+    return f"What is the opposite of {word}?", f"The opposite of {word} is {OPPOSITES[word]}."
+
+
+def _reverse(rng: random.Random) -> tuple[str, str]:
+    word = rng.choice(WORDS)
+    return f"Spell {word} backwards.", f"{word} backwards is {word[::-1]}."
+
+
+def _number_word(rng: random.Random) -> tuple[str, str]:
+    n = rng.randrange(10)
+    return f"Write {n} as a word.", f"{n} is written {NUMBER_WORDS[n]}."
+
+
+def _greeting(rng: random.Random) -> tuple[str, str]:
+    name = rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli", "Fay"])
+    return f"Say hello to {name}.", f"Hello, {name}! Nice to meet you."
+
+
+GENERAL_TEMPLATES: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "capital": _capital,
+    "opposite": _opposite,
+    "reverse": _reverse,
+    "number_word": _number_word,
+    "greeting": _greeting,
+}
+
+
+def general_pair(rng: random.Random) -> tuple[str, str]:
+    """One (question, plain answer) pair from a template picked by the RNG."""
+    return GENERAL_TEMPLATES[rng.choice(sorted(GENERAL_TEMPLATES))](rng)

@@ -1,0 +1,41 @@
+"""Shared fixtures: the repo root, small recipes, and a CLI runner that checks exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `python -m r1forge.cli ARGS` in a subprocess, as a user would run `r1forge`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "r1forge.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"r1forge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def ci_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The datasets of recipes/ci.yaml, built once for the session."""
+    from r1forge.config import load_recipe
+    from r1forge.stages import data
+
+    out = tmp_path_factory.mktemp("ci") / "data"
+    data.run(load_recipe(ROOT / "recipes/ci.yaml"), out)
+    return out
