@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from r1forge.config import load_recipe
-from r1forge.data.chat import chat_template, ensure_reasoning_tokens, reasoning_completion, template_sha256
+from r1forge.data.chat import (
+    chat_template,
+    ensure_reasoning_tokens,
+    reasoning_completion,
+    template_sha256,
+)
 from r1forge.models import train_tokenizer
 
 from .conftest import ROOT
@@ -41,7 +46,9 @@ def test_generation_prompt_does_not_prefill_think(tokenizer) -> None:
 
 
 def test_assistant_mask_covers_only_the_answer(tokenizer) -> None:
-    out = tokenizer.apply_chat_template(MESSAGES, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    out = tokenizer.apply_chat_template(
+        MESSAGES, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     ids, mask = out["input_ids"], out["assistant_masks"]
     learned = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
     assert learned == "<think>\n12 + 4 = 16\n</think>\n\\boxed{16}<|end|>"
@@ -60,7 +67,15 @@ def test_real_model_gets_reasoning_tokens(tmp_path: Path) -> None:
     raw = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=3, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=3,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        )
+    )
     added = ensure_reasoning_tokens(tok, model)
     assert added == ["<think>", "</think>"]
     assert model.get_input_embeddings().weight.shape[0] == len(tok) == 5
@@ -78,7 +93,16 @@ def test_base_stage_on_ci_recipe(ci_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "base"
     summary = base.run(recipe, ci_data, out, tmp_path / "base.json")
     assert summary["steps"] == recipe.base.steps and summary["parameters"] > 0
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "r1forge.json", "loss.png", "metrics.jsonl", "config.yaml"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "r1forge.json",
+        "loss.png",
+        "metrics.jsonl",
+        "config.yaml",
+    ):
         assert (out / name).is_file(), name
     meta = json.loads((out / "r1forge.json").read_text())
     manifest = json.loads((ci_data / "cold_start.manifest.json").read_text())
@@ -86,14 +110,24 @@ def test_base_stage_on_ci_recipe(ci_data: Path, tmp_path: Path) -> None:
     assert meta["lineage"]["chat_template_sha256"] == template_sha256()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == recipe.base.steps
-    assert json.loads((tmp_path / "base.json").read_text())["base"]["final_loss"] == rows[-1]["loss"]
+    assert (
+        json.loads((tmp_path / "base.json").read_text())["base"]["final_loss"] == rows[-1]["loss"]
+    )
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
-    ids = tokenizer.apply_chat_template(MESSAGES[:1], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        MESSAGES[:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     generated = model.generate(**ids, max_new_tokens=5, do_sample=False)
-    assert generated.shape[1] == ids["input_ids"].shape[1] + 5 or generated[0, -1].item() == tokenizer.eos_token_id
+    assert (
+        generated.shape[1] == ids["input_ids"].shape[1] + 5
+        or generated[0, -1].item() == tokenizer.eos_token_id
+    )
     # the AutoTokenizer of the saved folder encodes exactly as the trained one (no swapped pre-tokenizer)
-    assert tokenizer.encode("Compute 12 + 4.", add_special_tokens=False) == tokenizer.backend_tokenizer.encode("Compute 12 + 4.", add_special_tokens=False).ids
+    assert (
+        tokenizer.encode("Compute 12 + 4.", add_special_tokens=False)
+        == tokenizer.backend_tokenizer.encode("Compute 12 + 4.", add_special_tokens=False).ids
+    )
 
 
 @pytest.mark.slow
@@ -105,7 +139,9 @@ def test_base_is_deterministic_and_keeps_previous_on_failure(ci_data: Path, tmp_
     recipe = load_recipe(ROOT / "recipes/ci.yaml", ["base.steps=4"])
     base.run(recipe, ci_data, tmp_path / "a")
     base.run(recipe, ci_data, tmp_path / "b")
-    assert sha256_file(tmp_path / "a/model.safetensors") == sha256_file(tmp_path / "b/model.safetensors")
+    assert sha256_file(tmp_path / "a/model.safetensors") == sha256_file(
+        tmp_path / "b/model.safetensors"
+    )
     before = sha256_file(tmp_path / "a/model.safetensors")
     with pytest.raises(DataError):
         base.run(recipe, tmp_path / "no-data", tmp_path / "a")

@@ -19,7 +19,9 @@ def test_shipped_recipes_validate(name: str) -> None:
 
 
 def test_overrides_and_resolved_copy(tmp_path: Path) -> None:
-    recipe = load_recipe(ROOT / "recipes/ci.yaml", ["base.steps=3", "data.tasks.arithmetic.difficulties=[1]"])
+    recipe = load_recipe(
+        ROOT / "recipes/ci.yaml", ["base.steps=3", "data.tasks.arithmetic.difficulties=[1]"]
+    )
     assert recipe.base.steps == 3 and recipe.data.tasks["arithmetic"].difficulties == [1]
     save_resolved(recipe, tmp_path / "config.yaml")
     again = load_recipe(tmp_path / "config.yaml")
@@ -36,7 +38,9 @@ def test_unknown_key_names_line(tmp_path: Path) -> None:
 def test_bad_value_names_line(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("name: x\ndata:\n  tasks:\n    arithmetic:\n      difficulties: [0, 9]\n")
-    with pytest.raises(ConfigError, match=r"r\.yaml:5: field 'data\.tasks\.arithmetic\.difficulties'"):
+    with pytest.raises(
+        ConfigError, match=r"r\.yaml:5: field 'data\.tasks\.arithmetic\.difficulties'"
+    ):
         load_recipe(path)
 
 

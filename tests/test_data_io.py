@@ -15,7 +15,10 @@ from r1forge.io import sha256_file
 from .conftest import run_cli
 
 GOOD_PROMPT = {"id": "p1", "prompt": "Compute 1 + 2.", "answer": "3", "task": "arithmetic"}
-GOOD_SFT = {"id": "s1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+GOOD_SFT = {
+    "id": "s1",
+    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+}
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -25,7 +28,9 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 def test_round_trip_writes_manifest(tmp_path: Path) -> None:
     out = tmp_path / "prompts.jsonl"
-    manifest = write_jsonl(out, [GOOD_PROMPT], kind="prompt", source={"generator": "test", "seed": 7})
+    manifest = write_jsonl(
+        out, [GOOD_PROMPT], kind="prompt", source={"generator": "test", "seed": 7}
+    )
     assert manifest["count"] == 1
     assert manifest["sha256"] == sha256_file(out)
     assert manifest["schema_version"] == 1
@@ -50,12 +55,27 @@ def test_manifest_detects_changed_file(tmp_path: Path) -> None:
     [
         ('{"id": "p1", "prompt": "x", "answer": "3"', "f.jsonl:2: malformed JSON"),
         ('{"id": "p1", "prompt": "x", "answer": "3"}', "f.jsonl:2: field 'task': Field required"),
-        ('{"id": "p1", "prompt": "x", "answer": 3, "task": "t"}', "f.jsonl:2: field 'answer': Input should be a valid string"),
-        ('{"id": "p1", "prompt": "x", "answer": "3", "task": "t", "colour": 1}', "f.jsonl:2: field 'colour': unknown field"),
-        ('{"id": "p1", "prompt": "x", "task": "math"}', "f.jsonl:2: field 'answer': is required unless task is 'chat'"),
-        ('{"id": "p1", "prompt": "x", "answer": "1", "task": "t", "language": "xx"}', "f.jsonl:2: field 'language'"),
-        ('[1, 2]', "f.jsonl:2: expected a JSON object"),
-        ('{"id": "a", "prompt": "x", "answer": "1", "task": "t"}', "f.jsonl:2: field 'id': duplicate id 'a' (first on line 1)"),
+        (
+            '{"id": "p1", "prompt": "x", "answer": 3, "task": "t"}',
+            "f.jsonl:2: field 'answer': Input should be a valid string",
+        ),
+        (
+            '{"id": "p1", "prompt": "x", "answer": "3", "task": "t", "colour": 1}',
+            "f.jsonl:2: field 'colour': unknown field",
+        ),
+        (
+            '{"id": "p1", "prompt": "x", "task": "math"}',
+            "f.jsonl:2: field 'answer': is required unless task is 'chat'",
+        ),
+        (
+            '{"id": "p1", "prompt": "x", "answer": "1", "task": "t", "language": "xx"}',
+            "f.jsonl:2: field 'language'",
+        ),
+        ("[1, 2]", "f.jsonl:2: expected a JSON object"),
+        (
+            '{"id": "a", "prompt": "x", "answer": "1", "task": "t"}',
+            "f.jsonl:2: field 'id': duplicate id 'a' (first on line 1)",
+        ),
     ],
 )
 def test_bad_lines_name_file_line_field(tmp_path: Path, line: str, expected: str) -> None:
@@ -71,7 +91,15 @@ def test_sft_needs_assistant_turn_and_known_role(tmp_path: Path) -> None:
         tmp_path / "s.jsonl",
         [
             json.dumps({"id": "1", "messages": [{"role": "user", "content": "hi"}]}),
-            json.dumps({"id": "2", "messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}),
+            json.dumps(
+                {
+                    "id": "2",
+                    "messages": [
+                        {"role": "robot", "content": "hi"},
+                        {"role": "assistant", "content": "x"},
+                    ],
+                }
+            ),
         ],
     )
     with pytest.raises(DataError) as info:
@@ -82,7 +110,12 @@ def test_sft_needs_assistant_turn_and_known_role(tmp_path: Path) -> None:
 
 
 def test_all_errors_reports_every_bad_line(tmp_path: Path) -> None:
-    lines = [json.dumps(GOOD_SFT), "{oops", json.dumps({"id": "s2"}), json.dumps({**GOOD_SFT, "id": "s3"})]
+    lines = [
+        json.dumps(GOOD_SFT),
+        "{oops",
+        json.dumps({"id": "s2"}),
+        json.dumps({**GOOD_SFT, "id": "s3"}),
+    ]
     path = write_lines(tmp_path / "s.jsonl", lines)
     with pytest.raises(DataError) as info:
         read_jsonl(path, "sft", all_errors=True)
@@ -114,10 +147,15 @@ def test_failed_write_leaves_previous_version(tmp_path: Path) -> None:
 
 
 def test_cli_validate_reports_and_exits_nonzero(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "bad.jsonl", [json.dumps(GOOD_PROMPT), '{"id": "p2", "prompt": "x"}', "nope"])
+    path = write_lines(
+        tmp_path / "bad.jsonl", [json.dumps(GOOD_PROMPT), '{"id": "p2", "prompt": "x"}', "nope"]
+    )
     proc = run_cli("data", "validate", str(path), "--kind", "prompt", check=False)
     assert proc.returncode == 2
     assert f"{path}:2: field 'task'" in proc.stderr
     assert f"{path}:3: malformed JSON" in proc.stderr
     good = write_lines(tmp_path / "good.jsonl", [json.dumps(GOOD_PROMPT)])
-    assert "1 valid prompt records" in run_cli("data", "validate", str(good), "--kind", "prompt").stdout
+    assert (
+        "1 valid prompt records"
+        in run_cli("data", "validate", str(good), "--kind", "prompt").stdout
+    )

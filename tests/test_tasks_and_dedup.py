@@ -41,7 +41,9 @@ def test_arithmetic_answers_match_python() -> None:
         level = rng.randint(1, 5)
         problem = generate("arithmetic", rng, level)
         expression = problem.question.removeprefix("Compute ").removesuffix(".")
-        assert int(problem.answer) == eval(expression)  # generator output is digits and + - * ( ) only
+        assert int(problem.answer) == eval(
+            expression
+        )  # generator output is digits and + - * ( ) only
         assert 2 <= len(re.findall(r"\d+", expression)) <= 5
         assert problem.thought.splitlines()[-1].endswith(f"= {problem.answer}")
 
@@ -57,7 +59,9 @@ def test_countdown_solution_reaches_target_using_each_number_once() -> None:
     rng = random.Random(3)
     for _ in range(300):
         problem = generate("countdown", rng, rng.randint(1, 5))
-        assert sorted(map(int, re.findall(r"\d+", problem.final))) == sorted(problem.meta["numbers"])
+        assert sorted(map(int, re.findall(r"\d+", problem.final))) == sorted(
+            problem.meta["numbers"]
+        )
         value = eval(re.sub(r"(\d+)", r"Fraction(\1)", problem.final), {"Fraction": Fraction})
         assert value == int(problem.answer)
         assert problem.verifier == "countdown"
@@ -68,12 +72,17 @@ def test_exact_and_near_duplicates() -> None:
     assert exact_duplicates(texts) == [False, True, False]
     long_a = "the quick brown fox jumps over the lazy dog near the river bank today"
     long_b = long_a + " again"
-    assert near_duplicates([long_a, long_b, "an entirely different sentence about cats"], threshold=0.8) == [False, True, False]
+    assert near_duplicates(
+        [long_a, long_b, "an entirely different sentence about cats"], threshold=0.8
+    ) == [False, True, False]
     assert near_duplicates([long_a, long_b], threshold=1.0) == [False, False]
 
 
 def test_decontamination_by_ngrams() -> None:
-    evals = ["Compute 3 + 4.", "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"]
+    evals = [
+        "Compute 3 + 4.",
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen",
+    ]
     train = [
         "Compute 3 + 4.",  # the eval question itself
         "Compute 3 + 4 * 2.",  # a different problem

@@ -26,16 +26,25 @@ data_app = typer.Typer(
     help="Build the recipe's datasets (no subcommand), or import / validate a team's own files.",
     invoke_without_command=True,
 )
-stages_app = typer.Typer(help="The recipe's stages: list them, or print the DVC pipeline they make.")
+stages_app = typer.Typer(
+    help="The recipe's stages: list them, or print the DVC pipeline they make."
+)
 app.add_typer(data_app, name="data")
 app.add_typer(stages_app, name="stages")
 
-RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe (sections named after stages).")]
+RecipeOpt = Annotated[
+    Path, typer.Option("--recipe", "-r", help="YAML recipe (sections named after stages).")
+]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a recipe field, e.g. --set base.steps=100 (repeatable)."),
+    typer.Option(
+        "--set", "-s", help="Override a recipe field, e.g. --set base.steps=100 (repeatable)."
+    ),
 ]
-MetricsOpt = Annotated[Path | None, typer.Option(help="Also write the stage's summary metrics JSON here (DVC metrics).")]
+MetricsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Also write the stage's summary metrics JSON here (DVC metrics)."),
+]
 
 
 def _setup_logging() -> None:
@@ -80,7 +89,9 @@ def data(
     ctx: typer.Context,
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for the datasets (replaced atomically).")] = Path("data"),
+    output: Annotated[
+        Path, typer.Option(help="Folder for the datasets (replaced atomically).")
+    ] = Path("data"),
     metrics: MetricsOpt = None,
 ) -> None:
     """Stage `data`: generate, validate, deduplicate and decontaminate every dataset of the recipe."""
@@ -96,15 +107,29 @@ def data(
 
 @data_app.command("import")
 def data_import(
-    source: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file, or a saved Hugging Face dataset folder.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A .jsonl, .csv or .parquet file, or a saved Hugging Face dataset folder."
+        ),
+    ],
     kind: Annotated[str, typer.Option(help="Record kind to produce: 'sft' or 'prompt'.")],
-    output: Annotated[Path, typer.Option(help="The JSONL file to write (with a .manifest.json beside it).")],
+    output: Annotated[
+        Path, typer.Option(help="The JSONL file to write (with a .manifest.json beside it).")
+    ],
     mapping: Annotated[
         list[str] | None,
-        typer.Option("--map", help="field=column: which source column fills a record field (repeatable; dotted columns reach into nested objects)."),
+        typer.Option(
+            "--map",
+            help="field=column: which source column fills a record field (repeatable; dotted columns reach into nested objects).",
+        ),
     ] = None,
-    task: Annotated[str | None, typer.Option(help="Task name for prompt rows that have none.")] = None,
-    split: Annotated[str | None, typer.Option(help="Split of a saved DatasetDict (default: train).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Task name for prompt rows that have none.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split of a saved DatasetDict (default: train).")
+    ] = None,
 ) -> None:
     """Import a team's own cold-start or prompt data into validated r1forge records."""
     from r1forge.errors import ConfigError
@@ -119,7 +144,9 @@ def data_import(
         from r1forge.data.importer import import_file
 
         manifest = import_file(source, output, kind=kind, mapping=pairs, task=task, split=split)
-    typer.echo(f"imported {manifest['count']} {kind} records into {output} (sha256 {manifest['sha256'][:12]})")
+    typer.echo(
+        f"imported {manifest['count']} {kind} records into {output} (sha256 {manifest['sha256'][:12]})"
+    )
 
 
 @data_app.command("validate")
@@ -139,8 +166,12 @@ def data_validate(
 def base(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,
-    data: Annotated[Path, typer.Option(help="Datasets folder written by `r1forge data`.")] = Path("data"),
-    output: Annotated[Path, typer.Option(help="Model folder to write (replaced atomically).")] = Path("models/base"),
+    data: Annotated[Path, typer.Option(help="Datasets folder written by `r1forge data`.")] = Path(
+        "data"
+    ),
+    output: Annotated[
+        Path, typer.Option(help="Model folder to write (replaced atomically).")
+    ] = Path("models/base"),
     metrics: MetricsOpt = None,
 ) -> None:
     """Stage `base`: fetch the recipe's named model, or train the tiny tokenizer and base model."""
@@ -149,7 +180,10 @@ def base(
         from r1forge.stages import base as stage
 
         summary = stage.run(_load(recipe, overrides), data, output, metrics)
-    typer.echo(f"base model in {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict)))
+    typer.echo(
+        f"base model in {output}: "
+        + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict))
+    )
 
 
 @stages_app.command("list")
@@ -162,19 +196,27 @@ def stages_list() -> None:
 
 
 @stages_app.command("dvc-yaml")
-def stages_dvc_yaml(recipe: Annotated[str, typer.Option(help="Recipe the DVC params come from.")] = "recipes/tiny.yaml") -> None:
+def stages_dvc_yaml(
+    recipe: Annotated[
+        str, typer.Option(help="Recipe the DVC params come from.")
+    ] = "recipes/tiny.yaml",
+) -> None:
     """Print dvc.yaml as generated from the stage registry (the committed file must equal it)."""
     import yaml
 
     from r1forge.stages import dvc_yaml
 
-    typer.echo("# Generated by `r1forge stages dvc-yaml`; edit src/r1forge/stages/__init__.py instead.")
+    typer.echo(
+        "# Generated by `r1forge stages dvc-yaml`; edit src/r1forge/stages/__init__.py instead."
+    )
     typer.echo(yaml.safe_dump(dvc_yaml(recipe), sort_keys=False), nl=False)
 
 
 @app.command()
 def report(
-    metrics: Annotated[Path, typer.Option(help="Folder of per-stage metrics JSON files.")] = Path("metrics"),
+    metrics: Annotated[Path, typer.Option(help="Folder of per-stage metrics JSON files.")] = Path(
+        "metrics"
+    ),
 ) -> None:
     """Print what each finished stage of the recipe measured (from its metrics JSON)."""
     import json
@@ -193,7 +235,9 @@ def report(
             table.add_row(item.name, "[dim]not run[/dim]")
             continue
         values = json.loads(path.read_text(encoding="utf-8")).get(item.name, {})
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        )
         table.add_row(item.name, shown)
     Console().print(table)
 

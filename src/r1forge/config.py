@@ -124,7 +124,9 @@ class BaseConfig(Strict):
     @model_validator(mode="after")
     def _fits(self) -> BaseConfig:
         if self.seq_len > self.arch.max_position:
-            raise ValueError(f"seq_len {self.seq_len} exceeds arch.max_position {self.arch.max_position}")
+            raise ValueError(
+                f"seq_len {self.seq_len} exceeds arch.max_position {self.arch.max_position}"
+            )
         return self
 
 
@@ -147,7 +149,9 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
                 key = next((k for k, _ in node.value if k.value == str(part)), None)
                 return key.start_mark.line + 1 if key else line
             node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             node = node.value[part]
         else:
             break

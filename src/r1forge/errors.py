@@ -35,7 +35,9 @@ class DataError(R1ForgeError):
         super().__init__(head + more)
 
     @classmethod
-    def single(cls, path: str | Path, message: str, line: int | None = None, field: str | None = None):
+    def single(
+        cls, path: str | Path, message: str, line: int | None = None, field: str | None = None
+    ):
         return cls([Problem(str(path), line, field, message)])
 
 

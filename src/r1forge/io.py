@@ -50,7 +50,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    write_text_atomic(
+        path, json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    )
 
 
 @contextlib.contextmanager

@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterator
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """Yield an `advance(n)` callback for a bar of `total` steps on stderr."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     with Progress(

@@ -42,7 +42,11 @@ def plot_curves(rows: list[dict[str, Any]], keys: list[str], path: str | Path, t
     keys = [k for k in keys if any(k in r for r in rows)]
     fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(7, 2.6 * max(1, len(keys))), squeeze=False)
     for ax, key in zip(axes[:, 0], keys, strict=False):
-        points = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(r[key])]
+        points = [
+            (r["step"], r[key])
+            for r in rows
+            if key in r and r[key] is not None and math.isfinite(r[key])
+        ]
         if points:
             ax.plot(*zip(*points, strict=True), marker=".", linewidth=1)
         ax.set_ylabel(key)

@@ -22,7 +22,9 @@ END_TOKEN, PAD_TOKEN = "<|end|>", "<|pad|>"
 
 @cache
 def chat_template() -> str:
-    return resources.files("r1forge.data").joinpath("chat_template.jinja").read_text(encoding="utf-8")
+    return (
+        resources.files("r1forge.data").joinpath("chat_template.jinja").read_text(encoding="utf-8")
+    )
 
 
 def template_sha256(template: str | None = None) -> str:

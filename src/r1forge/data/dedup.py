@@ -45,13 +45,20 @@ def _shingles(text: str, size: int) -> set[str]:
 
 def _hash64(items: Iterable[str]) -> np.ndarray:
     return np.array(
-        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") % _PRIME for s in items],
+        [
+            int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") % _PRIME
+            for s in items
+        ],
         dtype=np.uint64,
     )
 
 
 def near_duplicates(
-    texts: Sequence[str], threshold: float = 0.9, shingle_size: int = 3, num_perm: int = 64, bands: int = 16
+    texts: Sequence[str],
+    threshold: float = 0.9,
+    shingle_size: int = 3,
+    num_perm: int = 64,
+    bands: int = 16,
 ) -> list[bool]:
     """True for every text with Jaccard similarity >= threshold to an earlier kept text."""
     if not 0.0 < threshold <= 1.0:
@@ -66,10 +73,13 @@ def near_duplicates(
     for index, shingles in enumerate(shingle_sets):
         hashes = _hash64(sorted(shingles)) % (1 << 31)
         signature = ((hashes[None, :] * a[:, None] + b[:, None]) % _PRIME).min(axis=1)
-        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
+        keys = [
+            (band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)
+        ]
         candidates = {j for key in keys for j in buckets.get(key, ())}
         duplicate = any(
-            len(shingles & shingle_sets[j]) / len(shingles | shingle_sets[j]) >= threshold for j in candidates
+            len(shingles & shingle_sets[j]) / len(shingles | shingle_sets[j]) >= threshold
+            for j in candidates
         )
         flags.append(duplicate)
         if not duplicate:

@@ -21,7 +21,17 @@ from r1forge.data.schema import PromptRecord, SFTRecord
 from r1forge.errors import DataError, Problem
 from r1forge.io import sha256_file
 
-PROMPT_FIELDS = ("id", "prompt", "answer", "task", "verifier", "difficulty", "language", "tests", "meta")
+PROMPT_FIELDS = (
+    "id",
+    "prompt",
+    "answer",
+    "task",
+    "verifier",
+    "difficulty",
+    "language",
+    "tests",
+    "meta",
+)
 SFT_FIELDS = ("id", "messages", "system", "prompt", "reasoning", "response")
 STRUCTURED = {"prompt", "tests", "meta", "messages"}
 
@@ -46,7 +56,9 @@ def rows(path: str | Path, split: str | None = None) -> Iterator[tuple[int, dict
                     try:
                         yield number, json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise DataError.single(path, f"malformed JSON: {exc.msg}", line=number) from None
+                        raise DataError.single(
+                            path, f"malformed JSON: {exc.msg}", line=number
+                        ) from None
     elif path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -57,7 +69,9 @@ def rows(path: str | Path, split: str | None = None) -> Iterator[tuple[int, dict
 
         yield from enumerate(pq.read_table(path).to_pylist(), start=1)
     else:
-        raise DataError.single(path, "unsupported format: use .jsonl, .csv, .parquet or a saved dataset folder")
+        raise DataError.single(
+            path, "unsupported format: use .jsonl, .csv, .parquet or a saved dataset folder"
+        )
 
 
 class MissingColumn(KeyError):
@@ -105,7 +119,11 @@ def _sft(fields: dict[str, Any]) -> dict[str, Any]:
     system = [{"role": "system", "content": fields["system"]}] if "system" in fields else []
     return {
         "id": fields.get("id"),
-        "messages": [*system, {"role": "user", "content": fields["prompt"]}, {"role": "assistant", "content": answer}],
+        "messages": [
+            *system,
+            {"role": "user", "content": fields["prompt"]},
+            {"role": "assistant", "content": answer},
+        ],
     }
 
 
@@ -125,7 +143,9 @@ def import_file(
     names = PROMPT_FIELDS if kind == "prompt" else SFT_FIELDS
     unknown = sorted(set(mapping) - set(names))
     if unknown:
-        raise DataError.single(path, f"cannot map to unknown field(s) {unknown}; {kind} fields: {list(names)}")
+        raise DataError.single(
+            path, f"cannot map to unknown field(s) {unknown}; {kind} fields: {list(names)}"
+        )
     model = PromptRecord if kind == "prompt" else SFTRecord
     shown, stem = str(path), Path(path).stem
     records, problems, seen = [], [], {}
@@ -134,7 +154,9 @@ def import_file(
             fields = _fields(row, names, mapping)
             data = fields if kind == "prompt" else _sft(fields)
         except MissingColumn as exc:
-            problems.append(Problem(shown, number, exc.field, f"mapped column {exc.column!r} is missing"))
+            problems.append(
+                Problem(shown, number, exc.field, f"mapped column {exc.column!r} is missing")
+            )
             continue
         except (KeyError, json.JSONDecodeError) as exc:
             problems.append(Problem(shown, number, None, str(exc).strip("\"'")))
@@ -150,7 +172,11 @@ def import_file(
             problems.extend(_problems_from_validation(shown, number, exc))
             continue
         if record.id in seen:
-            problems.append(Problem(shown, number, "id", f"duplicate id {record.id!r} (first at {seen[record.id]})"))
+            problems.append(
+                Problem(
+                    shown, number, "id", f"duplicate id {record.id!r} (first at {seen[record.id]})"
+                )
+            )
             continue
         seen[record.id] = number
         records.append(record)

@@ -62,17 +62,38 @@ def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                fail([Problem(shown, number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")])
+                fail(
+                    [
+                        Problem(
+                            shown,
+                            number,
+                            None,
+                            f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                        )
+                    ]
+                )
                 continue
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                fail([Problem(shown, number, None, f"malformed JSON: {exc.msg} (column {exc.colno})")])
+                fail(
+                    [
+                        Problem(
+                            shown, number, None, f"malformed JSON: {exc.msg} (column {exc.colno})"
+                        )
+                    ]
+                )
                 continue
             if not isinstance(obj, dict):
-                fail([Problem(shown, number, None, f"expected a JSON object, got {type(obj).__name__}")])
+                fail(
+                    [
+                        Problem(
+                            shown, number, None, f"expected a JSON object, got {type(obj).__name__}"
+                        )
+                    ]
+                )
                 continue
             try:
                 record = model.model_validate(obj)
@@ -80,7 +101,16 @@ def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list
                 fail(_problems_from_validation(shown, number, exc))
                 continue
             if record.id in seen:
-                fail([Problem(shown, number, "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})")])
+                fail(
+                    [
+                        Problem(
+                            shown,
+                            number,
+                            "id",
+                            f"duplicate id {record.id!r} (first on line {seen[record.id]})",
+                        )
+                    ]
+                )
                 continue
             seen[record.id] = number
             records.append(record)
@@ -127,5 +157,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise DataError.single(str(path), f"no manifest ({mpath.name}) beside the dataset")
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
     if manifest.get("sha256") != sha256_file(path):
-        raise DataError.single(str(path), f"sha256 differs from {mpath.name}: file changed after writing")
+        raise DataError.single(
+            str(path), f"sha256 differs from {mpath.name}: file changed after writing"
+        )
     return manifest

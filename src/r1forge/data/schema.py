@@ -119,4 +119,6 @@ def record_type(kind: str) -> type[Record]:
     try:
         return RECORD_TYPES[kind]
     except KeyError:
-        raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(RECORD_TYPES)}") from None
+        raise ValueError(
+            f"unknown record kind {kind!r}; known: {', '.join(RECORD_TYPES)}"
+        ) from None

@@ -49,7 +49,11 @@ STAGES: tuple[Stage, ...] = (
         output="models/base",
         inputs={"data": "data"},
         params=("base", "data.tasks"),
-        code=("src/r1forge/stages/base.py", "src/r1forge/models.py", "src/r1forge/train/pretrain.py"),
+        code=(
+            "src/r1forge/stages/base.py",
+            "src/r1forge/models.py",
+            "src/r1forge/train/pretrain.py",
+        ),
     ),
 )
 

@@ -27,7 +27,11 @@ log = logging.getLogger("r1forge.base")
 
 def dataset_hashes(data_dir: Path, names: list[str]) -> dict[str, str]:
     """sha256 of each named dataset (checked against its manifest), for lineage."""
-    return {name: read_manifest(data_dir / name)["sha256"] for name in names if (data_dir / name).is_file()}
+    return {
+        name: read_manifest(data_dir / name)["sha256"]
+        for name in names
+        if (data_dir / name).is_file()
+    }
 
 
 def pretraining_corpus(recipe: Recipe, data_dir: Path) -> tuple[list[str], int]:
@@ -55,7 +59,12 @@ def _fetch_named(recipe: Recipe, out: Path) -> dict[str, Any]:
     added = ensure_reasoning_tokens(tokenizer, model)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return {"source_model": cfg.model, "revision": cfg.revision, "added_tokens": added, "parameters": count_parameters(model)}
+    return {
+        "source_model": cfg.model,
+        "revision": cfg.revision,
+        "added_tokens": added,
+        "parameters": count_parameters(model),
+    }
 
 
 def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
@@ -72,12 +81,24 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
     blocks = pack(encoded, tokenizer.eos_token_id, cfg.seq_len)
     model = tiny_model(cfg.arch, tokenizer, cfg.seed)
     n_params = count_parameters(model)
-    log.info("tiny base: %s parameters, %s pre-training tokens in %s blocks", f"{n_params:,}", f"{blocks.numel():,}", len(blocks))
+    log.info(
+        "tiny base: %s parameters, %s pre-training tokens in %s blocks",
+        f"{n_params:,}",
+        f"{blocks.numel():,}",
+        len(blocks),
+    )
     metrics = MetricsLog(out)
     with progress_bar("pre-training base", total=cfg.steps) as advance:
+
         def on_log(row: dict[str, Any]) -> None:
             metrics.log(row)
-            log.info("step %d loss %.4f lr %.2e %.0f tok/s", row["step"], row["loss"], row["lr"], row["tokens_per_s"])
+            log.info(
+                "step %d loss %.4f lr %.2e %.0f tok/s",
+                row["step"],
+                row["loss"],
+                row["lr"],
+                row["tokens_per_s"],
+            )
 
         stats = pretrain(model, blocks, cfg, on_log, advance)
     model.eval()
@@ -100,7 +121,9 @@ def run(recipe: Recipe, data: Path, output: Path, metrics: Path | None = None) -
         summary = _fetch_named(recipe, out) if recipe.base.model else _train_tiny(recipe, data, out)
         lineage = {
             "stage": "base",
-            "datasets": dataset_hashes(data, ["cold_start.jsonl", *[f"eval/{t}.jsonl" for t in sorted(recipe.data.tasks)]]),
+            "datasets": dataset_hashes(
+                data, ["cold_start.jsonl", *[f"eval/{t}.jsonl" for t in sorted(recipe.data.tasks)]]
+            ),
             "base_model": recipe.base.model or "r1forge-tiny",
             "code_revision": code_revision(),
             "chat_template_sha256": template_sha256(),

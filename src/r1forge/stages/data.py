@@ -29,7 +29,9 @@ def eval_path(data_dir: str | Path, task: str) -> Path:
     return Path(data_dir) / "eval" / f"{task}.jsonl"
 
 
-def draw_problems(cfg: DataConfig, rng: random.Random, count: int, tasks: list[str] | None = None) -> list[Problem]:
+def draw_problems(
+    cfg: DataConfig, rng: random.Random, count: int, tasks: list[str] | None = None
+) -> list[Problem]:
     """`count` problems, tasks drawn by weight and difficulty uniformly from each task's levels."""
     names = tasks or sorted(cfg.tasks)
     weights = [cfg.tasks[n].weight for n in names]
@@ -91,7 +93,9 @@ def sft_record(problem: Problem, index: int, split: str, system_prompt: str | No
     )
 
 
-def prompt_record(problem: Problem, index: int, split: str, system_prompt: str | None) -> PromptRecord:
+def prompt_record(
+    problem: Problem, index: int, split: str, system_prompt: str | None
+) -> PromptRecord:
     return PromptRecord(
         id=f"{problem.task}-{split}-{index:06d}",
         prompt=_user(problem.question, system_prompt),
@@ -115,38 +119,82 @@ def run(recipe: Recipe, output: Path, metrics: Path | None = None) -> dict[str, 
         for task in sorted(cfg.tasks):
             problems = _eval_problems(cfg, task)
             eval_texts += [p.question for p in problems]
-            records = [prompt_record(p, i, "eval", cfg.system_prompt) for i, p in enumerate(problems)]
-            write_jsonl(eval_path(out, task), records, kind="prompt", source={**source, "split": f"eval/{task}"})
+            records = [
+                prompt_record(p, i, "eval", cfg.system_prompt) for i, p in enumerate(problems)
+            ]
+            write_jsonl(
+                eval_path(out, task),
+                records,
+                kind="prompt",
+                source={**source, "split": f"eval/{task}"},
+            )
             report[f"eval/{task}"] = {"kept": len(records), "requested": cfg.eval_size}
 
         rng = random.Random(f"{cfg.seed}/train")
-        for split, size, kind in (("cold_start", cfg.cold_start_size, "sft"), ("rl_prompts", cfg.rl_prompts_size, "prompt")):
+        for split, size, kind in (
+            ("cold_start", cfg.cold_start_size, "sft"),
+            ("rl_prompts", cfg.rl_prompts_size, "prompt"),
+        ):
             candidates = draw_problems(cfg, rng, size * OVERSAMPLE)
-            kept, report[split] = filter_training(candidates, lambda p: p.question, eval_texts, cfg, size)
+            kept, report[split] = filter_training(
+                candidates, lambda p: p.question, eval_texts, cfg, size
+            )
             make = sft_record if kind == "sft" else prompt_record
             records = [make(p, i, split, cfg.system_prompt) for i, p in enumerate(kept)]
-            write_jsonl(out / f"{split}.jsonl", records, kind=kind, source={**source, "split": split})
+            write_jsonl(
+                out / f"{split}.jsonl", records, kind=kind, source={**source, "split": split}
+            )
 
         general_rng = random.Random(f"{cfg.seed}/general")
         if cfg.general_size:
             pairs = [general_pair(general_rng) for _ in range(cfg.general_size * OVERSAMPLE)]
-            unique = [p for p, dup in zip(pairs, exact_duplicates([q for q, _ in pairs]), strict=True) if not dup]
+            unique = [
+                p
+                for p, dup in zip(pairs, exact_duplicates([q for q, _ in pairs]), strict=True)
+                if not dup
+            ]
             kept_pairs = unique[: cfg.general_size]
-            report["general"] = {"candidates": len(pairs), "kept": len(kept_pairs), "requested": cfg.general_size}
+            report["general"] = {
+                "candidates": len(pairs),
+                "kept": len(kept_pairs),
+                "requested": cfg.general_size,
+            }
             records = [
-                SFTRecord(id=f"general-{i:06d}", messages=[*_user(q, None), {"role": "assistant", "content": a}])
+                SFTRecord(
+                    id=f"general-{i:06d}",
+                    messages=[*_user(q, None), {"role": "assistant", "content": a}],
+                )
                 for i, (q, a) in enumerate(kept_pairs)
             ]
-            write_jsonl(out / "general.jsonl", records, kind="sft", source={**source, "split": "general"})
+            write_jsonl(
+                out / "general.jsonl", records, kind="sft", source={**source, "split": "general"}
+            )
         if cfg.general_prompts_size:
-            questions = list(dict.fromkeys(general_pair(general_rng)[0] for _ in range(cfg.general_prompts_size * 10)))
+            questions = list(
+                dict.fromkeys(
+                    general_pair(general_rng)[0] for _ in range(cfg.general_prompts_size * 10)
+                )
+            )
             questions = questions[: cfg.general_prompts_size]
-            records = [PromptRecord(id=f"chat-{i:06d}", prompt=_user(q, None), task="chat") for i, q in enumerate(questions)]
-            write_jsonl(out / "general_prompts.jsonl", records, kind="prompt", source={**source, "split": "general_prompts"})
-            report["general_prompts"] = {"kept": len(records), "requested": cfg.general_prompts_size}
+            records = [
+                PromptRecord(id=f"chat-{i:06d}", prompt=_user(q, None), task="chat")
+                for i, q in enumerate(questions)
+            ]
+            write_jsonl(
+                out / "general_prompts.jsonl",
+                records,
+                kind="prompt",
+                source={**source, "split": "general_prompts"},
+            )
+            report["general_prompts"] = {
+                "kept": len(records),
+                "requested": cfg.general_prompts_size,
+            }
 
         for spec in cfg.imports:
-            manifest = import_file(spec.path, out / spec.output, kind=spec.kind, mapping=spec.mapping, task=spec.task)
+            manifest = import_file(
+                spec.path, out / spec.output, kind=spec.kind, mapping=spec.mapping, task=spec.task
+            )
             report[f"import/{spec.output}"] = {"kept": manifest["count"]}
 
         write_json_atomic(out / "report.json", report)

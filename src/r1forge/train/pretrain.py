@@ -45,7 +45,10 @@ def pretrain(
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
@@ -78,4 +81,9 @@ def pretrain(
         if progress:
             progress(1)
     elapsed = time.perf_counter() - start
-    return {"steps": cfg.steps, "tokens": tokens, "seconds": round(elapsed, 2), "tokens_per_s": tokens / elapsed}
+    return {
+        "steps": cfg.steps,
+        "tokens": tokens,
+        "seconds": round(elapsed, 2),
+        "tokens_per_s": tokens / elapsed,
+    }

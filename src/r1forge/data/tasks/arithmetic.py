@@ -48,7 +48,9 @@ def solve_steps(expression: str) -> tuple[int, list[str]]:
             return -reduce(node.operand)
         if isinstance(node, ast.BinOp) and type(node.op) in OPS:
             left, right = reduce(node.left), reduce(node.right)
-            value = {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}[type(node.op)]
+            value = {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}[
+                type(node.op)
+            ]
             steps.append(f"{left} {OPS[type(node.op)]} {right} = {value}")
             return value
         raise ValueError(f"unsupported expression: {expression!r}")

@@ -1,0 +1,1 @@
+"""Datasets: record schema, validated JSONL I/O, task generators, dedupe, import, chat template."""
