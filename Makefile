@@ -16,6 +16,7 @@ export DVC_NO_ANALYTICS := 1
 export DS_ACCELERATOR := cpu
 export WANDB_MODE ?= offline
 export MPLBACKEND := Agg
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
 .PHONY: setup demo test lint lock clean
 

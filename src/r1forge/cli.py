@@ -51,6 +51,8 @@ def _setup_logging() -> None:
     from rich.logging import RichHandler
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(
         level=os.environ.get("R1FORGE_LOG_LEVEL", "INFO"),
         format="%(message)s",
@@ -184,6 +186,49 @@ def base(
         f"base model in {output}: "
         + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict))
     )
+
+
+@app.command()
+def sft(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    stage: Annotated[
+        str, typer.Option(help="Recipe section to run: sft_cold_start or sft_merged.")
+    ] = "sft_cold_start",
+    data: Annotated[
+        Path, typer.Option(help="Datasets folder; the section's `datasets` are read from it.")
+    ] = Path("data"),
+    model: Annotated[
+        Path, typer.Option(help="Model folder to start from (the base, or the previous stage).")
+    ] = Path("models/base"),
+    output: Annotated[
+        Path, typer.Option(help="Model folder to write (replaced atomically).")
+    ] = Path("models/sft_cold_start"),
+    metrics: MetricsOpt = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint in <output>.run/checkpoints.")
+    ] = False,
+) -> None:
+    """Stages `sft_cold_start` / `sft_merged`: supervised fine-tuning on DeepSpeed (ZeRO 0-3, LoRA optional).
+
+    Runs as one process, or as N under `torchrun --nproc_per_node N -m r1forge.cli sft ...`
+    or the `deepspeed` launcher; rank 0 writes the outputs.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import sft as stage_module
+
+        loaded = _load(recipe, overrides)
+        if stage not in ("sft_cold_start", "sft_merged") or getattr(loaded, stage, None) is None:
+            from r1forge.errors import ConfigError
+
+            raise ConfigError(f"--stage {stage}: not an SFT section of {recipe}")
+        summary = stage_module.run(loaded, stage, data, model, output, metrics, resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(
+            f"{stage} model in {output}: steps={summary['steps']}, final_loss={summary.get('final_loss')}, "
+            f"eval_loss={summary.get('final_eval_loss')}"
+        )
 
 
 @stages_app.command("list")

@@ -7,7 +7,7 @@ works on the tiny CPU recipe. Errors name the recipe file, the line and the dott
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -130,6 +130,61 @@ class BaseConfig(Strict):
         return self
 
 
+class TrackingConfig(Strict):
+    """W&B (offline unless `mode: online` and a key in WANDB_API_KEY) plus local files, always."""
+
+    wandb: bool = True
+    project: str = "r1forge"
+    entity: str | None = None
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    tags: list[str] = Field(default_factory=list)
+
+
+class LoraSpec(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
+class SFTConfig(Strict):
+    """Stages `sft_cold_start` and `sft_merged`: supervised fine-tuning on DeepSpeed."""
+
+    init_from: Literal["base", "previous"] = "base"
+    datasets: list[str] = Field(default_factory=lambda: ["cold_start.jsonl"], min_length=1)
+    seed: int = 0
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
+    micro_batch_size: int = Field(
+        8, ge=1, description="rows per micro-batch (examples when packing: none)"
+    )
+    gradient_accumulation: int = Field(1, ge=1)
+    max_seq_len: int = Field(256, ge=8)
+    packing: Literal["none", "packed", "padding_free"] = "packed"
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    eval_every: int = Field(50, ge=1)
+    save_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    zero_stage: int = Field(0, ge=0, le=3)
+    offload_optimizer: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flex_attention"] = "sdpa"
+    lora: LoraSpec | None = None
+    threads: int | None = Field(None, ge=1)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    resources: Resources = Field(default_factory=Resources)
+
+
 class Recipe(Strict):
     """A whole R1 run: one section per stage of DESIGN.md."""
 
@@ -137,6 +192,7 @@ class Recipe(Strict):
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
     base: BaseConfig = Field(default_factory=BaseConfig)
+    sft_cold_start: SFTConfig = Field(default_factory=SFTConfig)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -78,10 +78,18 @@ def load_tokenizer(path: str | Path, revision: str | None = None) -> Any:
     return AutoTokenizer.from_pretrained(str(path), revision=revision, padding_side="left")
 
 
-def load_model(path: str | Path, revision: str | None = None, dtype: Any = None) -> Any:
+def load_model(
+    path: str | Path,
+    revision: str | None = None,
+    dtype: Any = None,
+    attn_implementation: str | None = None,
+) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), revision=revision, dtype=dtype or "auto")
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return AutoModelForCausalLM.from_pretrained(
+        str(path), revision=revision, dtype=dtype or "auto", **extra
+    )
 
 
 def count_parameters(model: Any) -> int:
@@ -99,3 +107,31 @@ def write_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / METADATA_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def greedy_continuations(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 64
+) -> list[str]:
+    """Greedy continuations of raw text prompts (left-padded batches), special tokens dropped."""
+    import torch
+
+    outputs = []
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(
+            prompts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        )
+        with torch.no_grad():
+            generated = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        new = generated[:, batch["input_ids"].shape[1] :]
+        outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return outputs

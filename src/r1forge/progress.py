@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield an `advance(n)` callback for a bar of `total` steps on stderr."""
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """Yield an `advance(n=1, total=None)` callback for a bar on stderr (total may come later)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -30,4 +30,10 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
         disable=not console.is_terminal,
     ) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+
+        def advance(n: int = 1, total: int | None = None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.advance(task, n)
+
+        yield advance

@@ -49,6 +49,33 @@ def pretraining_corpus(recipe: Recipe, data_dir: Path) -> tuple[list[str], int]:
     return kept + general, len(problems) - len(kept)
 
 
+def probe_accuracy(
+    model: Any, tokenizer: Any, recipe: Recipe, max_new_tokens: int = 96
+) -> dict[str, float]:
+    """Greedy accuracy on the held-out eval problems, posed in the pre-training surface format.
+
+    It tells whether the base learned the tasks at all (before any chat format exists).
+    """
+    from r1forge.models import greedy_continuations
+    from r1forge.rewards import score_batch
+    from r1forge.stages.data import eval_problems
+
+    result = {}
+    for task in sorted(recipe.data.tasks):
+        problems = eval_problems(recipe.data, task)
+        # Documents follow an end token in pre-training, so the probe starts the same way.
+        prefixes = [tokenizer.eos_token + p.solution_text.split(" : ")[0] + " :" for p in problems]
+        texts = greedy_continuations(model, tokenizer, prefixes, max_new_tokens)
+        boxed = ["\\boxed{" + t.rpartition(" answer ")[2].strip() + "}" for t in texts]
+        examples = [
+            {"answer": p.answer, "task": p.task, "verifier": p.verifier, "meta": p.meta}
+            for p in problems
+        ]
+        scores = score_batch("accuracy", boxed, examples)
+        result[f"probe_accuracy/{task}"] = sum(scores) / len(scores)
+    return result
+
+
 def _fetch_named(recipe: Recipe, out: Path) -> dict[str, Any]:
     from r1forge.data.chat import ensure_reasoning_tokens
     from r1forge.models import count_parameters, load_model, load_tokenizer
@@ -102,6 +129,8 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
 
         stats = pretrain(model, blocks, cfg, on_log, advance)
     model.eval()
+    probe = probe_accuracy(model, tokenizer, recipe)
+    log.info("held-out accuracy in the pre-training format: %s", probe)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     plot_curves(metrics.rows, ["loss", "lr"], out / "loss.png", "base pre-training")
@@ -111,6 +140,7 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
         "eval_problems_excluded": excluded,
         "corpus_tokens": int(blocks.numel()),
         "final_loss": metrics.rows[-1]["loss"],
+        **probe,
         **stats,
     }
 

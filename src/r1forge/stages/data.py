@@ -42,7 +42,8 @@ def draw_problems(
     return problems
 
 
-def _eval_problems(cfg: DataConfig, task: str) -> list[Problem]:
+def eval_problems(cfg: DataConfig, task: str) -> list[Problem]:
+    """The eval problems of a task: their own seed space, unique, the same on every call."""
     rng = random.Random(f"{cfg.seed}/eval/{task}")
     levels = cfg.eval_difficulties or cfg.tasks[task].difficulties
     problems: dict[str, Problem] = {}
@@ -117,7 +118,7 @@ def run(recipe: Recipe, output: Path, metrics: Path | None = None) -> dict[str, 
     with atomic_dir(output) as out:
         eval_texts: list[str] = []
         for task in sorted(cfg.tasks):
-            problems = _eval_problems(cfg, task)
+            problems = eval_problems(cfg, task)
             eval_texts += [p.question for p in problems]
             records = [
                 prompt_record(p, i, "eval", cfg.system_prompt) for i, p in enumerate(problems)

@@ -1,0 +1,59 @@
+"""Language-model losses computed only where there are labels, without full-vocabulary logits.
+
+Only positions with a label go through the output head, in chunks, so prompt tokens and
+padding cost no logits and peak memory stays at one chunk of (tokens x vocab).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r1forge.train.batching import IGNORE, Batch, attention_mask
+
+
+def chunked_cross_entropy_sum(hidden: Any, weight: Any, targets: Any, chunk: int = 2048) -> Any:
+    """Sum of cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time.
+
+    Each chunk's logits are recomputed in backward (activation checkpointing), so they are
+    never all alive at once. Logits are upcast to float32 for a stable log-softmax.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_loss(h: Any, y: Any) -> Any:
+        return F.cross_entropy((h @ weight.T).float(), y, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk):
+        h, y = hidden[start : start + chunk], targets[start : start + chunk]
+        total = total + (
+            checkpoint(chunk_loss, h, y, use_reentrant=False)
+            if torch.is_grad_enabled()
+            else chunk_loss(h, y)
+        )
+    return total
+
+
+def label_positions(batch: Batch) -> tuple[Any, Any]:
+    """(row, column) of every hidden state that predicts a label: the position before it."""
+    labels = batch.labels[:, 1:]
+    rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
+    return rows, cols
+
+
+def causal_lm_loss_sum(
+    model: Any, batch: Batch, implementation: str, chunk: int = 2048
+) -> tuple[Any, int]:
+    """(sum of next-token losses over labelled tokens, number of labelled tokens) for a batch."""
+    decoder = model.get_decoder()
+    head = model.get_output_embeddings()
+    dtype = next(head.parameters()).dtype
+    mask = attention_mask(batch.segments, implementation, dtype)
+    hidden = decoder(
+        input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask
+    ).last_hidden_state
+    rows, cols = label_positions(batch)
+    targets = batch.labels[:, 1:][rows, cols]
+    selected = hidden[:, :-1][rows, cols]
+    return chunked_cross_entropy_sum(selected, head.weight, targets, chunk), int(targets.numel())

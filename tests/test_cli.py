@@ -1,0 +1,78 @@
+"""The r1forge command: help that explains, clean errors with exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import ROOT, run_cli
+
+
+def test_help_lists_stage_commands() -> None:
+    out = run_cli("--help").stdout
+    for command in ("data", "base", "stages", "report"):
+        assert command in out
+    assert "--set" in run_cli("base", "--help").stdout
+
+
+def test_data_stage_writes_datasets_and_metrics(tmp_path: Path) -> None:
+    proc = run_cli(
+        "data",
+        "--recipe",
+        str(ROOT / "recipes/ci.yaml"),
+        "--set",
+        "data.cold_start_size=10",
+        "--output",
+        str(tmp_path / "data"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+    )
+    assert "cold_start=10" in proc.stdout
+    assert json.loads((tmp_path / "m.json").read_text())["data"]["cold_start"] == 10
+    config = (tmp_path / "data/config.yaml").read_text()
+    assert "cold_start_size: 10" in config
+
+
+def test_bad_recipe_exits_2_and_keeps_previous_output(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    run_cli("data", "--recipe", str(ROOT / "recipes/ci.yaml"), "--output", str(out))
+    before = (out / "cold_start.jsonl").read_bytes()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ndata:\n  cold_start_size: many\n")
+    proc = run_cli("data", "--recipe", str(bad), "--output", str(out), check=False)
+    assert proc.returncode == 2
+    assert f"{bad}:3: field 'data.cold_start_size'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "cold_start.jsonl").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "data"]
+
+
+def test_base_without_data_names_the_missing_file(tmp_path: Path) -> None:
+    proc = run_cli(
+        "base",
+        "--recipe",
+        str(ROOT / "recipes/ci.yaml"),
+        "--data",
+        str(tmp_path / "none"),
+        "--output",
+        str(tmp_path / "base"),
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "file not found" in proc.stderr and "eval" in proc.stderr
+    assert not (tmp_path / "base").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_override_is_an_error(tmp_path: Path) -> None:
+    proc = run_cli(
+        "data",
+        "--recipe",
+        str(ROOT / "recipes/ci.yaml"),
+        "--set",
+        "data.sizes=3",
+        "--output",
+        str(tmp_path / "d"),
+        check=False,
+    )
+    assert proc.returncode == 2 and "field 'data.sizes': unknown field" in proc.stderr
