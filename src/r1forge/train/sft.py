@@ -80,7 +80,7 @@ def prepare_examples(
         examples.append(example)
     order = list(range(len(examples)))
     random.Random(f"{cfg.seed}/eval-split").shuffle(order)
-    n_eval = int(round(cfg.eval_fraction * len(examples)))
+    n_eval = round(cfg.eval_fraction * len(examples))
     held = set(order[:n_eval])
     return SFTData(
         train=[e for i, e in enumerate(examples) if i not in held],
