@@ -48,7 +48,7 @@ lint: setup
 # Re-resolve the lock from pyproject.toml (run after changing dependencies).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev]"
+	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev,bench]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^r1forge' > requirements.lock
 	rm -rf .lock-venv
 

@@ -291,8 +291,13 @@ def test_score_from_threads() -> None:
         ("<think>11 11 11 11 11</think>\\boxed{11}", 0.0),  # only the answer, repeated
         ("<think>\\boxed{11} \\boxed{11}</think>\\boxed{11}", 0.0),
         ("<think>........ ????</think>\\boxed{11}", 0.0),  # no letter or digit
-        ("<think>3+8=11</think>\\boxed{11}", 0.0),  # 6 characters < 8
-        ("<think>a b c d e f g h</think>\\boxed{11}", 1.0),  # 8 characters
+        ("<think>3+11</think>\\boxed{11}", 0.0),  # 4 characters < 5
+        ("<think>3+8=11</think>\\boxed{11}", 1.0),  # 6 characters
+        (
+            "<think>1 * 1 = 1</think>\\boxed{1}",
+            1.0,
+        ),  # a real step, though every digit is the answer
+        ("<think>a b c d e</think>\\boxed{11}", 1.0),  # 5 characters
         ("<think>4*2=8</think><think>3+8=11</think>\\boxed{11}", 0.0),  # two blocks
         ("<think>4*2=8, 3+8=11</think></think>\\boxed{11}", 0.0),
         ("Sure! <think>4*2=8, 3+8=11</think>\\boxed{11}", 0.0),  # not at the start
@@ -311,6 +316,7 @@ def test_format(completion: str, expected: float) -> None:
 
 def test_format_min_think_chars_param() -> None:
     short = "<think>3+8=11</think>\\boxed{11}"
+    assert score_batch("format", [short], [MATH], min_think_chars=7) == [0.0]
     assert score_batch("format", [short], [MATH], min_think_chars=4) == [1.0]
     assert score_batch("format", [GOOD], [MATH], min_think_chars=100) == [0.0]
 

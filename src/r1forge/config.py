@@ -177,12 +177,28 @@ class SFTConfig(Strict):
     zero_stage: int = Field(0, ge=0, le=3)
     offload_optimizer: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    master_weights: bool = Field(
+        True,
+        description="bf16: keep fp32 master weights (DeepSpeed's bf16 mode); false updates the bf16 "
+        "weights directly, as TRL does with a bf16 model (ZeRO stage 0 only; less memory and overhead)",
+    )
     gradient_checkpointing: bool = False
     attn_implementation: Literal["sdpa", "eager", "flex_attention"] = "sdpa"
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer (GPU; fixed shapes with packing)"
+    )
     lora: LoraSpec | None = None
     threads: int | None = Field(None, ge=1)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _master_weights_need_stage0(self) -> SFTConfig:
+        if not self.master_weights and self.zero_stage != 0:
+            raise ValueError(
+                "master_weights: false needs zero_stage 0 (ZeRO partitions fp32 master weights)"
+            )
+        return self
 
 
 class Recipe(Strict):

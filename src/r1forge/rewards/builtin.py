@@ -16,7 +16,7 @@ from r1forge.rewards.parsing import (
 from r1forge.rewards.registry import ANSWER_VERIFIERS, get_verifier, per_item, register
 
 CHAT = "chat"
-DEFAULT_MIN_THINK_CHARS = 8
+DEFAULT_MIN_THINK_CHARS = 5
 DEFAULT_NGRAM_SIZE = 3
 DEFAULT_MAX_PENALTY = -1.0
 
@@ -56,8 +56,8 @@ def format_reward(
 ) -> list[float]:
     """1 for `<think>` real reasoning `</think>` then a non-empty `\\boxed{}`; chat: plain text.
 
-    The think block must hold at least `min_think_chars` non-space characters with some
-    letter or digit beyond the final answer itself, so an empty, token or answer-only think
+    The think block must hold at least `min_think_chars` non-space characters, a letter or
+    digit, and at least two characters besides the final answer, so an empty, token or answer-only think
     block (`<think></think>`, `<think>11</think>\\boxed{11}`) does not pay.
     """
     min_chars = int(params.get("min_think_chars", DEFAULT_MIN_THINK_CHARS))
@@ -81,10 +81,10 @@ def format_reward(
 
 def _substantive(think: str, answer: str, min_chars: int) -> bool:
     """Whether a chain of thought is long enough and more than the answer repeated."""
-    if sum(not ch.isspace() for ch in think) < min_chars:
+    if sum(not ch.isspace() for ch in think) < min_chars or not any(ch.isalnum() for ch in think):
         return False
-    rest = think.replace(answer, " ").replace("\\boxed", " ")
-    return any(ch.isalnum() for ch in rest)
+    rest = think.replace("\\boxed", " ").replace(answer, " ")
+    return sum(not (ch.isspace() or ch in "{}") for ch in rest) >= 2
 
 
 @register("length")

@@ -55,6 +55,15 @@ STAGES: tuple[Stage, ...] = (
             "src/r1forge/train/pretrain.py",
         ),
     ),
+    Stage(
+        name="sft_cold_start",
+        kind="sft",
+        summary="cold-start SFT of the base on chain-of-thought examples (DeepSpeed)",
+        output="models/sft_cold_start",
+        inputs={"data": "data", "model": "models/base"},
+        params=("sft_cold_start",),
+        code=("src/r1forge/stages/sft.py", "src/r1forge/train"),
+    ),
 )
 
 

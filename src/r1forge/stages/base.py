@@ -64,9 +64,11 @@ def probe_accuracy(
     for task in sorted(recipe.data.tasks):
         problems = eval_problems(recipe.data, task)
         # Documents follow an end token in pre-training, so the probe starts the same way.
-        prefixes = [tokenizer.eos_token + p.solution_text.split(" : ")[0] + " :" for p in problems]
+        prefixes = [
+            tokenizer.eos_token + p.solution_text.split(" :\n")[0] + " :\n" for p in problems
+        ]
         texts = greedy_continuations(model, tokenizer, prefixes, max_new_tokens)
-        boxed = ["\\boxed{" + t.rpartition(" answer ")[2].strip() + "}" for t in texts]
+        boxed = ["\\boxed{" + t.rpartition("answer ")[2].strip() + "}" for t in texts]
         examples = [
             {"answer": p.answer, "task": p.task, "verifier": p.verifier, "meta": p.meta}
             for p in problems

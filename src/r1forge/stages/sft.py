@@ -75,6 +75,12 @@ def _load_model(path: Path, cfg: SFTConfig, bf16: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def compile_layers(model: Any) -> None:
+    """Compile each decoder layer in place: fused kernels, one graph reused by every layer."""
+    for layer in model.get_decoder().layers:
+        layer.compile(dynamic=False)
+
+
 def _export(model: Any, state: dict[str, Any], tokenizer: Any, out: Path, lora: bool) -> None:
     """Save the trained weights as a plain Hugging Face folder (LoRA merged into the base)."""
     model.load_state_dict(state)
@@ -106,6 +112,8 @@ def run(
     conversations, hashes = load_conversations(data, cfg.datasets)
     bf16 = use_bf16(cfg.precision, dist.device)
     net, tokenizer = _load_model(model, cfg, bf16)
+    if cfg.compile and dist.device.type == "cuda":
+        compile_layers(net)
     prepared = prepare_examples(conversations, tokenizer, cfg)
     run_dir = run_dir_for(output)
     checkpoints = run_dir / "checkpoints"

@@ -26,25 +26,29 @@ class Example:
 
 @dataclass
 class Batch:
-    """A micro-batch. `segments` numbers the example each token belongs to (-1: padding)."""
+    """A micro-batch. `segments` numbers the example each token belongs to (-1: padding);
+    `label_index` lists the flat positions of (B, T-1) whose next token carries a label,
+    computed on the CPU so the loss needs no device synchronisation to find them."""
 
     input_ids: Any
     labels: Any
     position_ids: Any
     segments: Any
+    label_index: Any
 
     @property
     def n_labels(self) -> int:
-        return int((self.labels != IGNORE).sum())
+        return int(self.label_index.numel())
 
     @property
     def n_tokens(self) -> int:
         return int((self.segments >= 0).sum())
 
     def to(self, device: Any) -> Batch:
-        return Batch(
-            *(t.to(device) for t in (self.input_ids, self.labels, self.position_ids, self.segments))
-        )
+        return Batch(*(t.to(device, non_blocking=True) for t in self.tensors()))
+
+    def tensors(self) -> tuple[Any, ...]:
+        return (self.input_ids, self.labels, self.position_ids, self.segments, self.label_index)
 
 
 def tokenize_conversation(messages: list[dict[str, str]], tokenizer: Any, max_len: int) -> Example:
@@ -104,7 +108,8 @@ def collate(rows: Sequence[Sequence[Example]], pad_id: int, length: int | None =
             positions[r, cursor : cursor + n] = torch.arange(n)
             segments[r, cursor : cursor + n] = s
             cursor += n
-    return Batch(ids, labels, positions, segments)
+    label_index = (labels[:, 1:] != IGNORE).reshape(-1).nonzero().squeeze(1)
+    return Batch(ids, labels, positions, segments, label_index)
 
 
 def attention_mask(segments: Any, implementation: str, dtype: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from r1forge.train.batching import IGNORE, Batch, attention_mask
+from r1forge.train.batching import Batch, attention_mask
 
 
 def chunked_cross_entropy_sum(hidden: Any, weight: Any, targets: Any, chunk: int = 2048) -> Any:
@@ -35,13 +35,6 @@ def chunked_cross_entropy_sum(hidden: Any, weight: Any, targets: Any, chunk: int
     return total
 
 
-def label_positions(batch: Batch) -> tuple[Any, Any]:
-    """(row, column) of every hidden state that predicts a label: the position before it."""
-    labels = batch.labels[:, 1:]
-    rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
-    return rows, cols
-
-
 def causal_lm_loss_sum(
     model: Any, batch: Batch, implementation: str, chunk: int = 2048
 ) -> tuple[Any, int]:
@@ -53,7 +46,7 @@ def causal_lm_loss_sum(
     hidden = decoder(
         input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask
     ).last_hidden_state
-    rows, cols = label_positions(batch)
-    targets = batch.labels[:, 1:][rows, cols]
-    selected = hidden[:, :-1][rows, cols]
-    return chunked_cross_entropy_sum(selected, head.weight, targets, chunk), int(targets.numel())
+    # the hidden state at position t predicts the token at t + 1
+    selected = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch.label_index)
+    targets = batch.labels[:, 1:].reshape(-1).index_select(0, batch.label_index)
+    return chunked_cross_entropy_sum(selected, head.weight, targets, chunk), batch.n_labels

@@ -48,10 +48,8 @@ def sft_loss_module(model: Any, implementation: str) -> Any:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: Any, labels: Any, position_ids: Any, segments: Any) -> Any:
-            loss, _ = causal_lm_loss_sum(
-                self.model, Batch(input_ids, labels, position_ids, segments), implementation
-            )
+        def forward(self, *tensors: Any) -> Any:
+            loss, _ = causal_lm_loss_sum(self.model, Batch(*tensors), implementation)
             return loss
 
     return SFTLoss()
@@ -157,9 +155,8 @@ def evaluate_loss(engine: Any, batches: list[Batch], dist: Dist) -> float | None
     loss_sum = labels = 0.0
     with torch.no_grad():
         for batch in batches[dist.rank :: dist.world]:
-            b = batch.to(dist.device)
-            loss_sum += engine(b.input_ids, b.labels, b.position_ids, b.segments).item()
-            labels += b.n_labels
+            loss_sum += engine(*batch.to(dist.device).tensors()).item()
+            labels += batch.n_labels
     engine.train()
     total_loss, total_labels = all_reduce_sum([loss_sum, labels], dist.device)
     return total_loss / max(1.0, total_labels)
@@ -172,17 +169,25 @@ def train_sft(
     *,
     pad_id: int,
     dist: Dist,
-    checkpoints: Path,
+    checkpoints: Path | None,
     resume: bool,
     on_log: Callable[[dict[str, Any]], None],
     progress: Callable[..., None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train until the schedule's last step; returns (engine, summary)."""
+    """Train until the schedule's last step; returns (engine, summary).
+
+    `checkpoints` is the folder for resumable checkpoints (None: keep none, e.g. benchmarks).
+    """
     import torch
 
     torch.manual_seed(cfg.seed)
     schedule = Schedule(data.train, cfg, pad_id, dist.world)
     bf16 = use_bf16(cfg.precision, dist.device)
+    # Without ZeRO, clip here with one fused norm over all gradients: DeepSpeed's own
+    # clipping walks the parameters one by one, which costs more than the step on small models.
+    own_clipping = cfg.zero_stage == 0 and not (bf16 and cfg.master_weights)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = None
     engine = build_engine(
         sft_loss_module(model, cfg.attn_implementation),
         lr=cfg.lr,
@@ -192,14 +197,14 @@ def train_sft(
         config=deepspeed_config(
             zero_stage=cfg.zero_stage,
             grad_accum=cfg.gradient_accumulation,
-            max_grad_norm=cfg.max_grad_norm,
-            bf16=bf16,
+            max_grad_norm=0.0 if own_clipping else cfg.max_grad_norm,
+            bf16=bf16 and cfg.master_weights,
             offload_optimizer=cfg.offload_optimizer,
         ),
         device=dist.device,
     )
     start = 0
-    if resume and latest_checkpoint(checkpoints):
+    if resume and checkpoints is not None and latest_checkpoint(checkpoints):
         start = load_checkpoint(engine, checkpoints, dist)["step"]
         log.info("resumed from %s at step %d", latest_checkpoint(checkpoints), start)
     size = cfg.micro_batch_size
@@ -210,40 +215,49 @@ def train_sft(
     engine.train()
     kill_after = int(os.environ.get(FAULT_ENV, "0"))
     tokens_seen, started, last_eval = 0, time.perf_counter(), None
+    window_tokens, window_start = 0.0, started
     if progress:
         progress(start, schedule.total_steps)
     for step in range(start, schedule.total_steps):
         batches = schedule.step(step)
         global_labels = sum(b.n_labels for b in batches)
         scale = schedule.per_step / max(1, global_labels)
-        loss_sum = tokens = 0.0
+        loss_sum = (
+            0.0  # becomes a device tensor, read back only on logged steps: the GPU never waits
+        )
         for batch in batches[dist.rank :: dist.world]:
-            b = batch.to(dist.device)
-            loss = engine(b.input_ids, b.labels, b.position_ids, b.segments)
+            loss = engine(*batch.to(dist.device).tensors())
             engine.backward(loss * scale)
+            if own_clipping and engine.is_gradient_accumulation_boundary():
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    parameters, cfg.max_grad_norm, foreach=True
+                )
             engine.step()
-            loss_sum += loss.detach().item()
-            tokens += b.n_tokens
-        total_loss, total_tokens = all_reduce_sum([loss_sum, tokens], dist.device)
+            loss_sum = loss_sum + loss.detach()
+        total_tokens = sum(b.n_tokens for b in batches)
         tokens_seen += total_tokens
+        window_tokens += total_tokens
         done = step + 1
         row: dict[str, Any] = {}
         if done % cfg.eval_every == 0 or done == schedule.total_steps:
             last_eval = evaluate_loss(engine, eval_batches, dist)
             row["eval_loss"] = last_eval
         if done % cfg.log_every == 0 or done == schedule.total_steps or row:
-            elapsed = time.perf_counter() - started
-            grad_norm = engine.get_global_grad_norm()
+            (total_loss,) = all_reduce_sum([float(loss_sum)], dist.device)
+            now = time.perf_counter()
+            if not own_clipping:
+                grad_norm = engine.get_global_grad_norm()
             row.update(
                 step=done,
                 loss=total_loss / max(1, global_labels),
                 lr=engine.get_lr()[0],
                 grad_norm=float(grad_norm) if grad_norm is not None else None,
                 epoch=round(step / schedule.steps_per_epoch, 3),
-                tokens_per_s=tokens_seen / elapsed,
+                tokens_per_s=window_tokens / (now - window_start),
             )
             on_log(row)
-        if done % cfg.save_every == 0 or done == schedule.total_steps:
+            window_tokens, window_start = 0.0, time.perf_counter()
+        if checkpoints is not None and (done % cfg.save_every == 0 or done == schedule.total_steps):
             save_checkpoint(
                 engine,
                 checkpoints,

@@ -69,7 +69,7 @@ def arithmetic(rng: random.Random, difficulty: int) -> Problem:
         answer=str(value),
         thought=thought,
         final=str(value),
-        solution_text=f"{expression} : {', '.join(steps)} . answer {value}",
+        solution_text=f"{expression} :\n{thought}\nanswer {value}",
         difficulty=difficulty,
         verifier="math",
     )

@@ -74,7 +74,7 @@ def countdown(rng: random.Random, difficulty: int) -> Problem:
         answer=str(target_int),
         thought=thought,
         final=expression,
-        solution_text=f"{listed} -> {target_int} : {', '.join(steps)} . answer {expression}",
+        solution_text=f"{listed} -> {target_int} :\n" + "\n".join(steps) + f"\nanswer {expression}",
         difficulty=difficulty,
         verifier="countdown",
         meta={"numbers": numbers, "use_all": True},
