@@ -24,7 +24,8 @@ def test_sft_throughput_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     for side in ("trl", "r1forge"):
-        assert report[side]["tokens_per_s"] > 0 and len(report[side]["step_tokens_per_s"]) == 4
+        steps = report[side]["step_tokens_per_s"]
+        assert report[side]["tokens_per_s"] > 0 and steps and all(x > 0 for x in steps)
     assert report["ratio_vs_trl"] == pytest.approx(
         report["r1forge"]["tokens_per_s"] / report["trl"]["tokens_per_s"]
     )
