@@ -99,7 +99,7 @@ def test_base_stage_on_ci_recipe(ci_data: Path, tmp_path: Path) -> None:
         "tokenizer.json",
         "chat_template.jinja",
         "r1forge.json",
-        "loss.png",
+        "curves.png",
         "metrics.jsonl",
         "config.yaml",
     ):

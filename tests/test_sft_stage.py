@@ -101,7 +101,7 @@ def test_loss_falls_and_outputs_are_complete(ci_data: Path, base: Path, tmp_path
         "chat_template.jinja",
         "config.yaml",
         "r1forge.json",
-        "loss.png",
+        "curves.png",
     ):
         assert (out / name).is_file(), name
     meta = json.loads((out / "r1forge.json").read_text())

@@ -231,6 +231,51 @@ def sft(
         )
 
 
+@app.command()
+def grpo(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    stage: Annotated[
+        str, typer.Option(help="Recipe section to run: grpo_reasoning or grpo_final.")
+    ] = "grpo_reasoning",
+    data: Annotated[
+        Path, typer.Option(help="Datasets folder: the section's `prompts` and eval/*.jsonl.")
+    ] = Path("data"),
+    model: Annotated[
+        Path, typer.Option(help="Model folder to start from (the SFT checkpoint).")
+    ] = Path("models/sft_cold_start"),
+    output: Annotated[
+        Path, typer.Option(help="Model folder to write (replaced atomically).")
+    ] = Path("models/grpo_reasoning"),
+    metrics: MetricsOpt = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint in <output>.run/checkpoints.")
+    ] = False,
+) -> None:
+    """Stages `grpo_reasoning` / `grpo_final`: GRPO with the recipe's weighted rule rewards.
+
+    Each step samples `group_size` completions per prompt, scores them, and updates the policy
+    on group-relative advantages (clipped ratio, optional k3 KL to a frozen reference).
+    Held-out pass@1 (greedy and sampled) is logged before training and every `eval_every` steps.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import grpo as stage_module
+
+        loaded = _load(recipe, overrides)
+        if stage not in ("grpo_reasoning", "grpo_final") or getattr(loaded, stage, None) is None:
+            from r1forge.errors import ConfigError
+
+            raise ConfigError(f"--stage {stage}: not a GRPO section of {recipe}")
+        summary = stage_module.run(loaded, stage, data, model, output, metrics, resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
+        shown = ", ".join(
+            f"{k[5:]} {before.get(k, float('nan')):.3f} -> {v:.3f}" for k, v in after.items()
+        )
+        typer.echo(f"{stage} model in {output}: steps={summary['steps']}; held-out pass@1 {shown}")
+
+
 @stages_app.command("list")
 def stages_list() -> None:
     """Print the recipe's stages in order, with the command each runs."""

@@ -201,6 +201,85 @@ class SFTConfig(Strict):
         return self
 
 
+class CollapseGuard(Strict):
+    """Signs that RL is farming a reward instead of learning, checked over a window of steps."""
+
+    window: int = Field(10, ge=2)
+    min_entropy: float = Field(
+        0.02, ge=0, description="mean token entropy (nats) below this is a collapse"
+    )
+    min_length: float = Field(
+        8.0, ge=0, description="mean completion tokens below this is a collapse"
+    )
+    format_up_accuracy_down: float = Field(
+        0.1,
+        gt=0,
+        description="format rate up and accuracy down by at least this much over the window",
+    )
+    stop: bool = False
+
+
+class GRPOConfig(Strict):
+    """Stages `grpo_reasoning` and `grpo_final`: GRPO with rule rewards on a DeepSpeed engine."""
+
+    prompts: list[str] = Field(default_factory=lambda: ["rl_prompts.jsonl"], min_length=1)
+    seed: int = 0
+    max_steps: int = Field(50, ge=1)
+    prompts_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=2)
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 0.2})
+    task_rewards: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per-task reward weights replacing `rewards` for that task",
+    )
+    reward_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    advantage_scale: Literal["group", "batch", "none"] = "group"
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = "dapo"
+    epsilon: float = Field(0.2, gt=0)
+    epsilon_high: float | None = Field(0.28, gt=0)
+    beta: float = Field(0.0, ge=0)
+    mu: int = Field(1, ge=1, description="policy updates per batch of rollouts")
+    mask_truncated: bool = False
+    micro_batch_size: int = Field(32, ge=1, description="completions per forward/backward")
+    lr: float = Field(5e-5, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(1.0, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    max_grad_norm: float = Field(1.0, gt=0)
+    rollout_engine: Literal["transformers", "vllm"] = "transformers"
+    eval_every: int = Field(25, ge=1)
+    eval_size: int = Field(200, ge=1, description="eval prompts per eval set")
+    save_every: int = Field(25, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
+    sample_table_every: int = Field(10, ge=1)
+    zero_stage: int = Field(0, ge=0, le=3)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    collapse: CollapseGuard = Field(default_factory=CollapseGuard)
+    threads: int | None = Field(None, ge=1)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("rewards", "task_rewards")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from r1forge.rewards import available
+
+        tables = (
+            value.values() if value and isinstance(next(iter(value.values())), dict) else [value]
+        )
+        for table in tables:
+            unknown = sorted(set(table) - set(available()))
+            if unknown:
+                raise ValueError(f"unknown reward(s) {unknown}; available: {available()}")
+        return value
+
+
 class Recipe(Strict):
     """A whole R1 run: one section per stage of DESIGN.md."""
 
@@ -209,6 +288,7 @@ class Recipe(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     base: BaseConfig = Field(default_factory=BaseConfig)
     sft_cold_start: SFTConfig = Field(default_factory=SFTConfig)
+    grpo_reasoning: GRPOConfig = Field(default_factory=GRPOConfig)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -135,7 +135,7 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
     log.info("held-out accuracy in the pre-training format: %s", probe)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    plot_curves(metrics.rows, ["loss", "lr"], out / "loss.png", "base pre-training")
+    plot_curves(metrics.rows, ["loss", "lr"], out / "curves.png", "base pre-training")
     return {
         "parameters": n_params,
         "corpus_documents": len(corpus),

@@ -8,23 +8,16 @@ continues exactly; the final model folder is assembled under a temp name and swa
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
-from r1forge.config import Recipe, SFTConfig, recipe_dict, save_resolved
-from r1forge.data.chat import template_sha256
+from r1forge.config import Recipe, SFTConfig
 from r1forge.data.jsonl import read_jsonl, read_manifest
-from r1forge.errors import ConfigError, DataError
-from r1forge.io import atomic_dir, code_revision, write_json_atomic
+from r1forge.errors import ConfigError
 from r1forge.progress import progress_bar
-from r1forge.tracking import Tracker, plot_curves
+from r1forge.stages.common import open_run, publish_model, require_model_folder
 
 log = logging.getLogger("r1forge.sft")
-
-
-def run_dir_for(output: Path) -> Path:
-    return output.with_name(output.name + ".run")
 
 
 def load_conversations(
@@ -81,16 +74,6 @@ def compile_layers(model: Any) -> None:
         layer.compile(dynamic=False)
 
 
-def _export(model: Any, state: dict[str, Any], tokenizer: Any, out: Path, lora: bool) -> None:
-    """Save the trained weights as a plain Hugging Face folder (LoRA merged into the base)."""
-    model.load_state_dict(state)
-    if lora:
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
 def run(
     recipe: Recipe,
     stage: str,
@@ -101,13 +84,11 @@ def run(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune `model` on the stage's datasets from `data`; write the result to `output`."""
-    from r1forge.models import read_metadata, write_metadata
     from r1forge.train.engine import full_state_dict, init_distributed, use_bf16
     from r1forge.train.sft import prepare_examples, train_sft
 
     cfg: SFTConfig = getattr(recipe, stage)
-    if not (model / "config.json").is_file():
-        raise DataError.single(model, "not a model folder (no config.json)")
+    require_model_folder(model)
     dist = init_distributed(cfg.threads)
     conversations, hashes = load_conversations(data, cfg.datasets)
     bf16 = use_bf16(cfg.precision, dist.device)
@@ -115,18 +96,7 @@ def run(
     if cfg.compile and dist.device.type == "cuda":
         compile_layers(net)
     prepared = prepare_examples(conversations, tokenizer, cfg)
-    run_dir = run_dir_for(output)
-    checkpoints = run_dir / "checkpoints"
-    if dist.main and not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    resume_step = None
-    if resume and (checkpoints / "latest").is_file():
-        resume_step = int((checkpoints / "latest").read_text().strip().removeprefix("step-"))
-    tracker = (
-        Tracker(run_dir, cfg.tracking, recipe_dict(recipe), f"{recipe.name}/{stage}", resume_step)
-        if dist.main
-        else None
-    )
+    _, checkpoints, tracker = open_run(recipe, stage, output, resume, dist.main, cfg.tracking)
 
     def on_log(row: dict[str, Any]) -> None:
         if tracker:
@@ -157,40 +127,23 @@ def run(
         state = full_state_dict(engine)
         if dist.main:
             assert tracker is not None and state is not None
-            state = {k.removeprefix("model."): v for k, v in state.items()}
             rows = tracker.metrics.rows
             summary["final_loss"] = rows[-1]["loss"] if rows else None
-            tracker.finish(summary)
-            parent = read_metadata(model).get("lineage", {})
-            with atomic_dir(output) as out:
-                _export(net, state, tokenizer, out, cfg.lora is not None)
-                shutil.copy(tracker.metrics.path, out / "metrics.jsonl")
-                plot_curves(
-                    rows,
-                    ["loss", "eval_loss", "lr", "grad_norm"],
-                    out / "loss.png",
-                    f"{stage}: {recipe.name}",
-                )
-                write_metadata(
-                    out,
-                    {
-                        "lineage": {
-                            "stage": stage,
-                            "datasets": hashes,
-                            "init_model": str(model),
-                            "base_model": parent.get("base_model", str(model)),
-                            "parent": parent,
-                            "code_revision": code_revision(),
-                            "chat_template_sha256": template_sha256(),
-                        },
-                        "metrics": summary,
-                    },
-                )
-                save_resolved(recipe, out / "config.yaml", section=stage)
-                if (run_dir / "wandb").is_dir():
-                    shutil.copytree(run_dir / "wandb", out / "wandb")
-            if metrics is not None:
-                write_json_atomic(metrics, {stage: summary})
+            publish_model(
+                recipe,
+                stage,
+                model_in=model,
+                output=output,
+                model=net,
+                state={k.removeprefix("model."): v for k, v in state.items()},
+                tokenizer=tokenizer,
+                tracker=tracker,
+                summary=summary,
+                datasets=hashes,
+                plot_keys=["loss", "eval_loss", "lr", "grad_norm"],
+                metrics=metrics,
+                merge_lora=cfg.lora is not None,
+            )
         return summary
     finally:
         if tracker is not None:

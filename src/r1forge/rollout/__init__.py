@@ -1,0 +1,65 @@
+"""Rollout engines: generate G completions per prompt, with token ids and log-probs.
+
+One small interface, a registry keyed by name (`transformers`, `vllm`), so trainers and
+evaluation never care which engine samples. Engines take prompts as token ids, so what the
+policy is trained on is exactly what was sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    logprobs: bool = True
+
+
+@dataclass
+class Completion:
+    """One sampled continuation of prompt `prompt_index`; `token_ids` end with EOS when it stopped."""
+
+    prompt_index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: Literal["stop", "length"]
+    logprobs: list[float] = field(default_factory=list)
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
+        """n completions per prompt, grouped: prompt 0's n, then prompt 1's, ..."""
+        ...
+
+    def sync_weights(self, model: Any) -> None:
+        """Load the policy's current weights (after an update) into the engine."""
+        ...
+
+
+ENGINES: dict[str, Callable[..., RolloutEngine]] = {}
+
+
+def register_engine(
+    name: str,
+) -> Callable[[Callable[..., RolloutEngine]], Callable[..., RolloutEngine]]:
+    def wrap(factory: Callable[..., RolloutEngine]) -> Callable[..., RolloutEngine]:
+        ENGINES[name] = factory
+        return factory
+
+    return wrap
+
+
+def make_engine(name: str, **kwargs: Any) -> RolloutEngine:
+    if name == "transformers":
+        from r1forge.rollout import hf  # noqa: F401  (registers it)
+    if name not in ENGINES:
+        raise KeyError(
+            f"unknown rollout engine {name!r}; known: {sorted({*ENGINES, 'transformers'})}"
+        )
+    return ENGINES[name](**kwargs)

@@ -1,0 +1,100 @@
+"""What every training stage does around its loop: the run folder, tracking, and publishing
+the final model folder (weights, tokenizer, lineage, metrics, curves) atomically."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from r1forge.config import Recipe, TrackingConfig, recipe_dict, save_resolved
+from r1forge.data.chat import template_sha256
+from r1forge.errors import DataError
+from r1forge.io import atomic_dir, code_revision, write_json_atomic
+from r1forge.tracking import Tracker, plot_curves
+
+
+def run_dir_for(output: Path) -> Path:
+    """`<output>.run/`: checkpoints, metrics and W&B of a run, kept across crashes for --resume."""
+    return output.with_name(output.name + ".run")
+
+
+def require_model_folder(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise DataError.single(path, "not a model folder (no config.json)")
+
+
+def open_run(
+    recipe: Recipe, stage: str, output: Path, resume: bool, main: bool, tracking: TrackingConfig
+) -> tuple[Path, Path, Tracker | None]:
+    """(run folder, checkpoint folder, tracker on rank 0). A fresh run clears an old run folder."""
+    run_dir = run_dir_for(output)
+    checkpoints = run_dir / "checkpoints"
+    if main and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    resume_step = None
+    if resume and (checkpoints / "latest").is_file():
+        resume_step = int((checkpoints / "latest").read_text().strip().removeprefix("step-"))
+    tracker = (
+        Tracker(run_dir, tracking, recipe_dict(recipe), f"{recipe.name}/{stage}", resume_step)
+        if main
+        else None
+    )
+    return run_dir, checkpoints, tracker
+
+
+def publish_model(
+    recipe: Recipe,
+    stage: str,
+    *,
+    model_in: Path,
+    output: Path,
+    model: Any,
+    state: dict[str, Any],
+    tokenizer: Any,
+    tracker: Tracker,
+    summary: dict[str, Any],
+    datasets: dict[str, str],
+    plot_keys: list[str],
+    metrics: Path | None,
+    merge_lora: bool = False,
+) -> None:
+    """Write the final model folder on rank 0: weights (LoRA merged), tokenizer, lineage,
+    metrics, curves, resolved config and the W&B run; then the DVC metrics file."""
+    from r1forge.models import read_metadata, write_metadata
+
+    model.load_state_dict(state)
+    if merge_lora:
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    tracker.finish(summary)
+    parent = read_metadata(model_in).get("lineage", {})
+    run_dir = tracker.run_dir
+    with atomic_dir(output) as out:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        shutil.copy(tracker.metrics.path, out / "metrics.jsonl")
+        plot_curves(tracker.metrics.rows, plot_keys, out / "curves.png", f"{stage}: {recipe.name}")
+        write_metadata(
+            out,
+            {
+                "lineage": {
+                    "stage": stage,
+                    "datasets": datasets,
+                    "init_model": str(model_in),
+                    "base_model": parent.get("base_model", str(model_in)),
+                    "parent": parent,
+                    "code_revision": code_revision(),
+                    "chat_template_sha256": template_sha256(),
+                },
+                "metrics": summary,
+            },
+        )
+        save_resolved(recipe, out / "config.yaml", section=stage)
+        if (run_dir / "wandb").is_dir():
+            shutil.copytree(run_dir / "wandb", out / "wandb")
+        for extra in run_dir.glob("*.jsonl"):
+            if extra.name != "metrics.jsonl":
+                shutil.copy(extra, out / extra.name)
+    if metrics is not None:
+        write_json_atomic(metrics, {stage: summary})

@@ -1,0 +1,173 @@
+"""Stages `grpo_reasoning` and `grpo_final`: GRPO with rule rewards from an SFT checkpoint.
+
+The policy trains on a DeepSpeed engine; rollouts come from the recipe's engine
+(`transformers` samples with the policy module itself). With `beta: 0` no reference model is
+loaded at all. Like SFT: `<output>.run/` keeps checkpoints for an exact `--resume`, and the
+final folder is published atomically with lineage, metrics and curves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from r1forge.config import GRPOConfig, Recipe
+from r1forge.data.jsonl import read_jsonl, read_manifest
+from r1forge.progress import progress_bar
+from r1forge.stages.common import open_run, publish_model, require_model_folder
+
+log = logging.getLogger("r1forge.grpo")
+CURVES = [
+    "reward",
+    "accuracy",
+    "format_rate",
+    "completion_length",
+    "entropy",
+    "kl",
+    "clip_fraction",
+]
+
+
+def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[Any]:
+    """Prompt records as (chat-templated token ids, example dict) items."""
+    from r1forge.train.rl import PromptItem
+
+    records = read_jsonl(path, "prompt")[:limit]
+    return [
+        PromptItem(
+            ids=list(
+                tokenizer.apply_chat_template(
+                    r.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
+                )["input_ids"]
+            ),
+            example=r.example(),
+        )
+        for r in records
+    ]
+
+
+def load_policy(path: Path, cfg: GRPOConfig, bf16: bool) -> tuple[Any, Any]:
+    import torch
+
+    from r1forge.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    model = load_model(
+        path,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        attn_implementation=cfg.attn_implementation,
+    )
+    return model, tokenizer
+
+
+def run(
+    recipe: Recipe,
+    stage: str,
+    data: Path,
+    model: Path,
+    output: Path,
+    metrics: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train `model` with GRPO on the stage's prompt sets; write the policy to `output`."""
+    from r1forge.rollout import make_engine
+    from r1forge.train.engine import full_state_dict, init_distributed, use_bf16
+    from r1forge.train.rl import train_grpo
+
+    cfg: GRPOConfig = getattr(recipe, stage)
+    require_model_folder(model)
+    dist = init_distributed(cfg.threads)
+    bf16 = use_bf16(cfg.precision, dist.device)
+    net, tokenizer = load_policy(model, cfg, bf16)
+    prompts, hashes = [], {}
+    for name in cfg.prompts:
+        prompts += load_prompts(data / name, tokenizer)
+        hashes[name] = read_manifest(data / name)["sha256"]
+    eval_sets = {
+        path.stem: load_prompts(path, tokenizer, cfg.eval_size)
+        for path in sorted((data / "eval").glob("*.jsonl"))
+    }
+    reference = None
+    if cfg.beta > 0:  # only then: with beta 0 no reference model is loaded
+        reference, _ = load_policy(model, cfg, bf16)
+        reference.requires_grad_(False).eval().to(dist.device)
+    _, checkpoints, tracker = open_run(recipe, stage, output, resume, dist.main, cfg.tracking)
+
+    def on_log(row: dict[str, Any]) -> None:
+        if tracker is None:
+            return
+        tracker.log(row)
+        if "reward" in row:
+            log.info(
+                "step %d reward %.3f acc %.3f format %.3f len %.1f entropy %.3f kl %.4f clip %.3f | rollout %.0f tok/s",
+                row["step"],
+                row["reward"],
+                row["accuracy"],
+                row["format_rate"],
+                row["completion_length"],
+                row["entropy"],
+                row["kl"],
+                row["clip_fraction"],
+                row["rollout_tokens_per_s"],
+            )
+        evals = {k: v for k, v in row.items() if k.startswith("eval/")}
+        if evals:
+            log.info(
+                "step %d held-out pass@1: %s",
+                row["step"],
+                ", ".join(f"{k[5:]}={v:.3f}" for k, v in evals.items()),
+            )
+
+    def on_samples(step: int, rows: list[list[Any]]) -> None:
+        if tracker is not None:
+            tracker.table("samples", ["prompt_id", "completion", "reward", "accuracy"], rows, step)
+
+    def engine_for(policy: Any) -> Any:
+        return make_engine(cfg.rollout_engine, model=policy, tokenizer=tokenizer)
+
+    try:
+        with progress_bar(stage) as advance:
+            engine, summary = train_grpo(
+                net,
+                tokenizer,
+                prompts,
+                eval_sets,
+                cfg,
+                dist=dist,
+                make_engine=engine_for,
+                reference=reference,
+                checkpoints=checkpoints,
+                resume=resume,
+                on_log=on_log,
+                on_samples=on_samples,
+                progress=advance,
+            )
+        state = full_state_dict(engine)
+        if dist.main:
+            assert tracker is not None and state is not None
+            publish_model(
+                recipe,
+                stage,
+                model_in=model,
+                output=output,
+                model=net,
+                state={k.removeprefix("model."): v for k, v in state.items()},
+                tokenizer=tokenizer,
+                tracker=tracker,
+                summary=summary,
+                datasets=hashes,
+                plot_keys=[
+                    *CURVES,
+                    *(
+                        f"eval/{name}/{mode}"
+                        for name in eval_sets
+                        for mode in ("greedy", "sampled")
+                    ),
+                ],
+                metrics=metrics,
+            )
+        return summary
+    finally:
+        if tracker is not None:
+            tracker.finish({})
