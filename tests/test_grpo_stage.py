@@ -206,3 +206,87 @@ def test_grpo_sigkill_then_resume_matches(ci_data: Path, sft_model: Path, tmp_pa
         load_file(tmp_path / "resumed/model.safetensors"),
     )
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.slow
+def test_one_update_makes_the_rewarded_completion_more_likely() -> None:
+    """End to end through train_grpo and DeepSpeed: the direction of the update is right."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from r1forge.models import train_tokenizer
+    from r1forge.rewards import register
+    from r1forge.rollout import Completion
+    from r1forge.train.engine import init_distributed
+    from r1forge.train.rl import PromptItem, completion_logprobs, train_grpo
+
+    tok = train_tokenizer(["Compute 1 + 2. 1 + 2 = 3 and 4"] * 20, 320)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    prompt = tok.encode("Compute 1 + 2.", add_special_tokens=False)
+    good, bad = (
+        tok.encode(" 3", add_special_tokens=False),
+        tok.encode(" 4 and", add_special_tokens=False),
+    )
+
+    @register("_test_prefers_three")
+    def prefers_three(completions: list[str], examples: list[dict], **_: object) -> list[float]:
+        return [1.0 if c.strip() == "3" else 0.0 for c in completions]
+
+    class FixedEngine:
+        def generate(self, prompts, n, sampling):
+            return [
+                Completion(i, ids, tok.decode(ids), "length")
+                for i in range(len(prompts))
+                for ids in (good, bad)
+            ]
+
+        def sync_weights(self, model):
+            pass
+
+    def logps() -> tuple[float, float]:
+        with torch.no_grad():
+            ids_good = torch.tensor([prompt + good])
+            ids_bad = torch.tensor([prompt + bad])
+            a = completion_logprobs(
+                model, ids_good, torch.ones_like(ids_good), torch.tensor([good]), 1.0
+            )[0].sum()
+            b = completion_logprobs(
+                model, ids_bad, torch.ones_like(ids_bad), torch.tensor([bad]), 1.0
+            )[0].sum()
+        return a.item(), b.item()
+
+    before = logps()
+    cfg = GRPOConfig(
+        max_steps=1,
+        prompts_per_step=1,
+        group_size=2,
+        micro_batch_size=2,
+        lr=1e-2,
+        rewards={"_test_prefers_three": 1.0},
+        tracking={"wandb": False},
+    )
+    train_grpo(
+        model,
+        tok,
+        [PromptItem(prompt, {"id": "p", "task": "t", "answer": "3"})],
+        {},
+        cfg,
+        dist=init_distributed(),
+        make_engine=lambda m: FixedEngine(),
+        reference=None,
+        checkpoints=None,
+        resume=False,
+        on_log=lambda row: None,
+    )
+    after = logps()
+    assert after[0] > before[0] and after[1] < before[1], (before, after)
