@@ -34,6 +34,7 @@ OPPOSITES = {
     "old": "new",
 }
 WORDS = ["apple", "river", "stone", "cloud", "music", "tiger", "paper", "green", "lemon", "chair"]
+NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana"]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -58,8 +59,28 @@ def _number_word(rng: random.Random) -> tuple[str, str]:
 
 
 def _greeting(rng: random.Random) -> tuple[str, str]:
-    name = rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli", "Fay"])
+    name = rng.choice(NAMES)
     return f"Say hello to {name}.", f"Hello, {name}! Nice to meet you."
+
+
+def _uppercase(rng: random.Random) -> tuple[str, str]:
+    word = rng.choice(WORDS)
+    return f"Write {word} in capital letters.", f"{word.upper()}"
+
+
+def _letter_count(rng: random.Random) -> tuple[str, str]:
+    word = rng.choice(WORDS)
+    return f"How many letters are in the word {word}?", f"The word {word} has {NUMBER_WORDS[len(word)]} letters."
+
+
+def _first_letter(rng: random.Random) -> tuple[str, str]:
+    word = rng.choice(WORDS)
+    return f"What is the first letter of {word}?", f"The first letter of {word} is {word[0]}."
+
+
+def _introduce(rng: random.Random) -> tuple[str, str]:
+    a, b = rng.sample(NAMES, 2)
+    return f"Introduce {a} to {b}.", f"{b}, this is {a}. {a}, meet {b}."
 
 
 GENERAL_TEMPLATES: dict[str, Callable[[random.Random], tuple[str, str]]] = {
@@ -68,6 +89,10 @@ GENERAL_TEMPLATES: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "reverse": _reverse,
     "number_word": _number_word,
     "greeting": _greeting,
+    "uppercase": _uppercase,
+    "letter_count": _letter_count,
+    "first_letter": _first_letter,
+    "introduce": _introduce,
 }
 
 
