@@ -20,6 +20,15 @@ def root() -> Path:
     return ROOT
 
 
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a child process, minus any process-group variables."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    return {**env, **(extra or {})}
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -30,6 +39,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=900,
+        env=child_env(),
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 from r1forge.config import GRPOConfig, load_recipe
 from r1forge.train.rl import CollapseWatch, build_batch, score_completions
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, child_env, run_cli
 
 RECIPE = str(ROOT / "recipes/ci.yaml")
 MATH = {"id": "m", "prompt": "Compute 3 + 8.", "answer": "11", "task": "arithmetic"}
@@ -126,7 +125,7 @@ def grpo(
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, **env},
+        env=child_env(env),
     )
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-3000:])
@@ -209,8 +208,26 @@ def test_grpo_sigkill_then_resume_matches(ci_data: Path, sft_model: Path, tmp_pa
 
 
 @pytest.mark.slow
-def test_one_update_makes_the_rewarded_completion_more_likely() -> None:
-    """End to end through train_grpo and DeepSpeed: the direction of the update is right."""
+def test_one_update_makes_the_rewarded_completion_more_likely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """End to end through train_grpo and DeepSpeed: the direction of the update is right.
+
+    It runs in this process, so its process group and environment are undone afterwards:
+    later tests start `r1forge` subprocesses that must not inherit RANK or MASTER_PORT.
+    """
+    from r1forge.train.engine import _free_port
+
+    for name, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "DS_ACCELERATOR": "cpu",
+    }.items():
+        monkeypatch.setenv(name, value)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from r1forge.models import train_tokenizer
@@ -275,18 +292,22 @@ def test_one_update_makes_the_rewarded_completion_more_likely() -> None:
         rewards={"_test_prefers_three": 1.0},
         tracking={"wandb": False},
     )
-    train_grpo(
-        model,
-        tok,
-        [PromptItem(prompt, {"id": "p", "task": "t", "answer": "3"})],
-        {},
-        cfg,
-        dist=init_distributed(),
-        make_engine=lambda m: FixedEngine(),
-        reference=None,
-        checkpoints=None,
-        resume=False,
-        on_log=lambda row: None,
-    )
+    try:
+        train_grpo(
+            model,
+            tok,
+            [PromptItem(prompt, {"id": "p", "task": "t", "answer": "3"})],
+            {},
+            cfg,
+            dist=init_distributed(),
+            make_engine=lambda m: FixedEngine(),
+            reference=None,
+            checkpoints=None,
+            resume=False,
+            on_log=lambda row: None,
+        )
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     after = logps()
     assert after[0] > before[0] and after[1] < before[1], (before, after)

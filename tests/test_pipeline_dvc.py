@@ -13,7 +13,7 @@ import yaml
 
 from r1forge.stages import STAGES, dvc_yaml
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, child_env, run_cli
 
 
 def test_committed_dvc_yaml_is_the_generated_one() -> None:
@@ -25,11 +25,9 @@ def test_committed_dvc_yaml_is_the_generated_one() -> None:
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
+    env = child_env(
+        {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    )
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{cmd} failed\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from safetensors.torch import load_file
 
 from r1forge.config import load_recipe
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, child_env, run_cli
 
 pytestmark = pytest.mark.slow
 RECIPE = str(ROOT / "recipes/ci.yaml")
@@ -60,9 +59,7 @@ def sft(
         cmd = [sys.executable, "-m", "r1forge.cli", *args]
     else:
         cmd = [*launcher, "-m", "r1forge.cli", *args]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})}
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=child_env(env))
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
