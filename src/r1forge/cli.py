@@ -41,6 +41,9 @@ SetOpt = Annotated[
         "--set", "-s", help="Override a recipe field, e.g. --set base.steps=100 (repeatable)."
     ),
 ]
+ResumeOpt = Annotated[
+    bool, typer.Option(help="Continue from the last checkpoint in <output>.run/checkpoints.")
+]
 MetricsOpt = Annotated[
     Path | None,
     typer.Option(help="Also write the stage's summary metrics JSON here (DVC metrics)."),
@@ -84,6 +87,34 @@ def _load(recipe: Path, overrides: list[str] | None):
     from r1forge.config import load_recipe
 
     return load_recipe(recipe, overrides)
+
+
+def _run_training_stage(
+    kind: str,
+    sections: tuple[str, ...],
+    recipe: Path,
+    overrides: list[str] | None,
+    stage: str,
+    data: Path,
+    model: Path,
+    output: Path,
+    metrics: Path | None,
+    resume: bool,
+) -> dict:
+    """Load the recipe, check that `stage` is a section of this kind, and run the stage module."""
+    import importlib
+
+    _setup_logging()
+    with _user_errors():
+        from r1forge.errors import ConfigError
+
+        loaded = _load(recipe, overrides)
+        if stage not in sections or getattr(loaded, stage, None) is None:
+            raise ConfigError(
+                f"--stage {stage}: not a section of {recipe} that `r1forge {kind}` runs ({', '.join(sections)})"
+            )
+        module = importlib.import_module(f"r1forge.stages.{kind}")
+        return module.run(loaded, stage, data, model, output, metrics, resume)
 
 
 @data_app.callback()
@@ -205,25 +236,25 @@ def sft(
         Path, typer.Option(help="Model folder to write (replaced atomically).")
     ] = Path("models/sft_cold_start"),
     metrics: MetricsOpt = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in <output>.run/checkpoints.")
-    ] = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Stages `sft_cold_start` / `sft_merged`: supervised fine-tuning on DeepSpeed (ZeRO 0-3, LoRA optional).
 
     Runs as one process, or as N under `torchrun --nproc_per_node N -m r1forge.cli sft ...`
     or the `deepspeed` launcher; rank 0 writes the outputs.
     """
-    _setup_logging()
-    with _user_errors():
-        from r1forge.stages import sft as stage_module
-
-        loaded = _load(recipe, overrides)
-        if stage not in ("sft_cold_start", "sft_merged") or getattr(loaded, stage, None) is None:
-            from r1forge.errors import ConfigError
-
-            raise ConfigError(f"--stage {stage}: not an SFT section of {recipe}")
-        summary = stage_module.run(loaded, stage, data, model, output, metrics, resume)
+    summary = _run_training_stage(
+        "sft",
+        ("sft_cold_start", "sft_merged"),
+        recipe,
+        overrides,
+        stage,
+        data,
+        model,
+        output,
+        metrics,
+        resume,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(
             f"{stage} model in {output}: steps={summary['steps']}, final_loss={summary.get('final_loss')}, "
@@ -248,9 +279,7 @@ def grpo(
         Path, typer.Option(help="Model folder to write (replaced atomically).")
     ] = Path("models/grpo_reasoning"),
     metrics: MetricsOpt = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in <output>.run/checkpoints.")
-    ] = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Stages `grpo_reasoning` / `grpo_final`: GRPO with the recipe's weighted rule rewards.
 
@@ -258,16 +287,18 @@ def grpo(
     on group-relative advantages (clipped ratio, optional k3 KL to a frozen reference).
     Held-out pass@1 (greedy and sampled) is logged before training and every `eval_every` steps.
     """
-    _setup_logging()
-    with _user_errors():
-        from r1forge.stages import grpo as stage_module
-
-        loaded = _load(recipe, overrides)
-        if stage not in ("grpo_reasoning", "grpo_final") or getattr(loaded, stage, None) is None:
-            from r1forge.errors import ConfigError
-
-            raise ConfigError(f"--stage {stage}: not a GRPO section of {recipe}")
-        summary = stage_module.run(loaded, stage, data, model, output, metrics, resume)
+    summary = _run_training_stage(
+        "grpo",
+        ("grpo_reasoning", "grpo_final"),
+        recipe,
+        overrides,
+        stage,
+        data,
+        model,
+        output,
+        metrics,
+        resume,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
         shown = ", ".join(

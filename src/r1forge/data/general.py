@@ -70,7 +70,10 @@ def _uppercase(rng: random.Random) -> tuple[str, str]:
 
 def _letter_count(rng: random.Random) -> tuple[str, str]:
     word = rng.choice(WORDS)
-    return f"How many letters are in the word {word}?", f"The word {word} has {NUMBER_WORDS[len(word)]} letters."
+    return (
+        f"How many letters are in the word {word}?",
+        f"The word {word} has {NUMBER_WORDS[len(word)]} letters.",
+    )
 
 
 def _first_letter(rng: random.Random) -> tuple[str, str]:
