@@ -262,6 +262,7 @@ def train_grpo(
         summary["eval_before"] = first_eval
     last_eval: dict[str, float] = {}
     pad = tokenizer.pad_token_id
+    done = start  # a resumed run that had already finished trains no further
     for step in range(start, cfg.max_steps):
         epoch, within = divmod(step, per_epoch)
         shuffled = order[:]
@@ -411,7 +412,7 @@ def train_grpo(
             summary["stopped_early"] = {"step": done, "signs": signs}
             break
     summary.update(
-        steps=done if cfg.max_steps > start else start,
+        steps=done,
         resumed_from_step=start,
         eval_after=last_eval,
     )
