@@ -51,25 +51,29 @@ def test_collapse_guard_signs() -> None:
     assert any("format rate rose" in s for s in signs)
 
 
-def test_transformers_engine_groups_and_seeds() -> None:
+def tiny_policy(tok):
+    """A one-layer Llama over the tokenizer's vocabulary, seeded."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_transformers_engine_groups_and_seeds() -> None:
     from r1forge.models import train_tokenizer
     from r1forge.rollout import Sampling, make_engine
 
     tok = train_tokenizer(["Compute 1 + 2. 1 + 2 = 3"] * 20, 320)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
+    model = tiny_policy(tok)
     engine = make_engine("transformers", model=model, tokenizer=tok)
     prompts = [
         tok.encode("Compute 1 + 2.", add_special_tokens=False),
@@ -228,8 +232,6 @@ def test_one_update_makes_the_rewarded_completion_more_likely(
         "DS_ACCELERATOR": "cpu",
     }.items():
         monkeypatch.setenv(name, value)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from r1forge.models import train_tokenizer
     from r1forge.rewards import register
     from r1forge.rollout import Completion
@@ -237,18 +239,7 @@ def test_one_update_makes_the_rewarded_completion_more_likely(
     from r1forge.train.rl import PromptItem, completion_logprobs, train_grpo
 
     tok = train_tokenizer(["Compute 1 + 2. 1 + 2 = 3 and 4"] * 20, 320)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
+    model = tiny_policy(tok)
     prompt = tok.encode("Compute 1 + 2.", add_special_tokens=False)
     good, bad = (
         tok.encode(" 3", add_special_tokens=False),

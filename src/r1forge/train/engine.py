@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,13 @@ from r1forge.io import write_text_atomic
 
 log = logging.getLogger("r1forge.train")
 LATEST = "latest"
+FAULT_ENV = "R1FORGE_KILL_AFTER_STEP"  # tests: SIGKILL the process right after that step
+
+
+def kill_if_asked(step: int) -> None:
+    """Die by SIGKILL after `step` when FAULT_ENV names it, to test resuming from a real crash."""
+    if step == int(os.environ.get(FAULT_ENV, "0") or 0):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)

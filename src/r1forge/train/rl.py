@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from r1forge.train.engine import (
     all_reduce_sum,
     build_engine,
     deepspeed_config,
+    kill_if_asked,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -37,7 +36,6 @@ from r1forge.train.engine import (
 from r1forge.train.grpo import group_advantages, policy_loss
 
 log = logging.getLogger("r1forge.grpo")
-FAULT_ENV = "R1FORGE_KILL_AFTER_STEP"
 ALWAYS_MEASURED = ("accuracy", "format")
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # DeepSeek-R1's evaluation sampling
 
@@ -250,7 +248,6 @@ def train_grpo(
             f"prompts_per_step {cfg.prompts_per_step} exceeds the {len(prompts)} prompts"
         )
     watch = CollapseWatch(cfg)
-    kill_after = int(os.environ.get(FAULT_ENV, "0"))
     summary: dict[str, Any] = {"stopped_early": None, "reference_model": reference is not None}
     first_eval = (
         evaluate_pass1(rollout, eval_sets, cfg, cfg.seed)
@@ -406,8 +403,7 @@ def train_grpo(
             save_checkpoint(engine, checkpoints, done, dist, {"step": done}, cfg.keep_checkpoints)
         if progress:
             progress(1)
-        if kill_after and done == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_if_asked(done)
         if stop:
             summary["stopped_early"] = {"step": done, "signs": signs}
             break

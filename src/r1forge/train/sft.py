@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from r1forge.train.engine import (
     all_reduce_sum,
     build_engine,
     deepspeed_config,
+    kill_if_asked,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -36,7 +35,6 @@ from r1forge.train.engine import (
 from r1forge.train.losses import causal_lm_loss_sum
 
 log = logging.getLogger("r1forge.sft")
-FAULT_ENV = "R1FORGE_KILL_AFTER_STEP"  # tests: SIGKILL this process after that step
 
 
 def sft_loss_module(model: Any, implementation: str) -> Any:
@@ -213,7 +211,6 @@ def train_sft(
         for i in range(0, len(data.eval), size)
     ]
     engine.train()
-    kill_after = int(os.environ.get(FAULT_ENV, "0"))
     tokens_seen, started, last_eval = 0, time.perf_counter(), None
     window_tokens, window_start = 0.0, started
     if progress:
@@ -268,8 +265,7 @@ def train_sft(
             )
         if progress:
             progress(1)
-        if kill_after and done == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_if_asked(done)
     summary = {
         "steps": schedule.total_steps,
         "resumed_from_step": start,
