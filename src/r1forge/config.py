@@ -183,7 +183,10 @@ class SFTConfig(Strict):
         "weights directly, as TRL does with a bf16 model (ZeRO stage 0 only; less memory and overhead)",
     )
     gradient_checkpointing: bool = False
-    attn_implementation: Literal["sdpa", "eager", "flex_attention"] = "sdpa"
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "varlen"] = Field(
+        "sdpa",
+        description="varlen: PyTorch's varlen flash kernel over packed examples (CUDA only)",
+    )
     compile: bool = Field(
         False, description="torch.compile each decoder layer (GPU; fixed shapes with packing)"
     )
@@ -250,7 +253,11 @@ class GRPOConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.99)
     max_grad_norm: float = Field(1.0, gt=0)
-    rollout_engine: Literal["transformers", "vllm"] = "transformers"
+    rollout_engine: Literal["transformers", "static", "vllm"] = Field(
+        "transformers",
+        description="transformers: HF generate; static: r1forge's static-KV-cache engine "
+        "(CUDA-graph decode on GPUs); vllm: vLLM's offline engine, weights synced in memory",
+    )
     eval_every: int = Field(25, ge=1)
     eval_size: int = Field(200, ge=1, description="eval prompts per eval set")
     save_every: int = Field(25, ge=1)

@@ -86,6 +86,10 @@ def load_model(
 ) -> Any:
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation == "varlen":
+        from r1forge.train import varlen
+
+        varlen.register()
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return AutoModelForCausalLM.from_pretrained(
         str(path), revision=revision, dtype=dtype or "auto", **extra
@@ -117,6 +121,7 @@ def greedy_continuations(
 
     outputs = []
     model.eval()
+    device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(
             prompts[start : start + batch_size],
@@ -126,12 +131,12 @@ def greedy_continuations(
         )
         with torch.no_grad():
             generated = model.generate(
-                **batch,
+                **batch.to(device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
         new = generated[:, batch["input_ids"].shape[1] :]
-        outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+        outputs += tokenizer.batch_decode(new.cpu(), skip_special_tokens=True)
     return outputs

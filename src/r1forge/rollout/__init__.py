@@ -19,6 +19,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     logprobs: bool = True
+    ignore_eos: bool = False  # run every completion to max_new_tokens (benchmarks)
 
 
 @dataclass
@@ -58,8 +59,12 @@ def register_engine(
 def make_engine(name: str, **kwargs: Any) -> RolloutEngine:
     if name == "transformers":
         from r1forge.rollout import hf  # noqa: F401  (registers it)
+    elif name == "static":
+        from r1forge.rollout import static  # noqa: F401
+    elif name == "vllm":
+        from r1forge.rollout import vllm  # noqa: F401
     if name not in ENGINES:
         raise KeyError(
-            f"unknown rollout engine {name!r}; known: {sorted({*ENGINES, 'transformers'})}"
+            f"unknown rollout engine {name!r}; known: {sorted({*ENGINES, 'transformers', 'static', 'vllm'})}"
         )
     return ENGINES[name](**kwargs)

@@ -40,6 +40,7 @@ class TransformersEngine:
 
         device = next(self.model.parameters()).device
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        eos = None if sampling.ignore_eos else eos
         width = max(len(ids) for _, ids in items)
         input_ids = torch.full((len(items), width), pad, dtype=torch.long)
         attention = torch.zeros((len(items), width), dtype=torch.long)
@@ -57,7 +58,8 @@ class TransformersEngine:
                 top_p=None if greedy else sampling.top_p,
                 top_k=None,
                 pad_token_id=pad,
-                eos_token_id=eos,
+                eos_token_id=self.tokenizer.eos_token_id,
+                min_new_tokens=sampling.max_new_tokens if sampling.ignore_eos else None,
                 return_dict_in_generate=True,
                 output_logits=sampling.logprobs,
             )

@@ -124,7 +124,17 @@ def run(
             tracker.table("samples", ["prompt_id", "completion", "reward", "accuracy"], rows, step)
 
     def engine_for(policy: Any) -> Any:
-        return make_engine(cfg.rollout_engine, model=policy, tokenizer=tokenizer)
+        if cfg.rollout_engine != "vllm":
+            return make_engine(cfg.rollout_engine, model=policy, tokenizer=tokenizer)
+        longest = max(len(item.ids) for items in (prompts, *eval_sets.values()) for item in items)
+        return make_engine(
+            "vllm",
+            model=policy,
+            tokenizer=tokenizer,
+            model_path=model,
+            max_model_len=longest + cfg.max_new_tokens,
+            seed=cfg.seed,
+        )
 
     try:
         with progress_bar(stage) as advance:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from r1forge.train import varlen
 from r1forge.train.batching import Batch, attention_mask
 
 
@@ -42,9 +43,13 @@ def causal_lm_loss_sum(
     decoder = model.get_decoder()
     head = model.get_output_embeddings()
     dtype = next(head.parameters()).dtype
-    mask = attention_mask(batch.segments, implementation, dtype)
+    if implementation == varlen.NAME:
+        mask = None
+        extra = {"cu_seqlens": varlen.cu_seqlens(batch.segments)}
+    else:
+        mask, extra = attention_mask(batch.segments, implementation, dtype), {}
     hidden = decoder(
-        input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask
+        input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask, **extra
     ).last_hidden_state
     # the hidden state at position t predicts the token at t + 1
     selected = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch.label_index)

