@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -372,15 +373,20 @@ def main() -> None:
         },
         "versions": versions(),
     }
-    if args.only in (None, "trl"):
-        report["trl"] = run_trl(args, shape, tok)
+    failed = False
+    for part, run in (("trl", run_trl), ("r1forge", run_r1forge), ("generation", run_generation)):
+        if args.only not in (None, part):
+            continue
+        try:  # one part failing still leaves the others' figures
+            report[part] = run(args, shape, tok)
+        except Exception as error:  # reported, and the exit status says so
+            traceback.print_exc()
+            report[f"{part}_error"] = repr(error)
+            failed = True
         torch.cuda.empty_cache() if cuda else None
-    if args.only in (None, "r1forge"):
-        report["r1forge"] = run_r1forge(args, shape, tok)
-        torch.cuda.empty_cache() if cuda else None
-    if args.only in (None, "generation"):
-        report["generation"] = run_generation(args, shape, tok)
     finish(report, args.out)
+    if failed:
+        raise SystemExit(1)
 
 
 def finish(report: dict[str, Any], out: Path | None) -> None:
