@@ -379,11 +379,13 @@ def main() -> None:
             continue
         try:  # one part failing still leaves the others' figures
             report[part] = run(args, shape, tok)
+            torch.cuda.empty_cache() if cuda else None
         except Exception as error:  # reported, and the exit status says so
             traceback.print_exc()
             report[f"{part}_error"] = repr(error)
             failed = True
-        torch.cuda.empty_cache() if cuda else None
+            if cuda:  # a device-side assert poisons the CUDA context: report what exists
+                break
     finish(report, args.out)
     if failed:
         raise SystemExit(1)

@@ -261,9 +261,9 @@ class StaticCacheEngine:
         buf.token.copy_(token[:, None])
         buf.slot.fill_(width)
         buf.step.fill_(1)
-        step_fn = self._graph_step(buf, sampling, device)
         done = 1
-        while done < new:
+        step_fn = self._graph_step(buf, sampling, device) if new > 1 else None
+        while step_fn is not None and done < new:
             burst = min(self.check_every, new - done)
             for _ in range(burst):
                 step_fn()
@@ -295,18 +295,27 @@ class StaticCacheEngine:
         if device.type != "cuda" or not self.cuda_graphs or _is_partitioned(self.model):
             return lambda: self._decode_step(buf, sampling)
         if buf.graph is None:
-            state = [t.clone() for t in (buf.token, buf.slot, buf.step, buf.out_tokens)]
+            # warm-up and capture each run one real step from the state prefill left, which
+            # is then restored: nothing is written past the first decode slot
+            live = (buf.token, buf.slot, buf.step, buf.out_tokens, buf.out_logp)
+            state = [t.clone() for t in live]
+
+            def restore() -> None:
+                for tensor, saved in zip(live, state, strict=True):
+                    tensor.copy_(saved)
+
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(2):  # warm up kernels and allocator before capture
+                    restore()
                     self._decode_step(buf, sampling)
             torch.cuda.current_stream().wait_stream(side)
+            restore()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self._decode_step(buf, sampling)
-            for live, saved in zip((buf.token, buf.slot, buf.step, buf.out_tokens), state, strict=False):
-                live.copy_(saved)
+            restore()
             buf.graph = graph
             rows, slots = buf.token.shape[0], buf.keys_range.shape[0]
             log.info("captured the decode step for %d rows x %d cache slots", rows, slots)

@@ -40,12 +40,16 @@ def causal_lm_loss_sum(
     model: Any, batch: Batch, implementation: str, chunk: int = 2048
 ) -> tuple[Any, int]:
     """(sum of next-token losses over labelled tokens, number of labelled tokens) for a batch."""
+    import torch
+
     decoder = model.get_decoder()
     head = model.get_output_embeddings()
     dtype = next(head.parameters()).dtype
     if implementation == varlen.NAME:
         mask = None
-        extra = {"cu_seqlens": varlen.cu_seqlens(batch.segments)}
+        boundaries = varlen.cu_seqlens(batch.segments)
+        torch._dynamo.mark_dynamic(boundaries, 0)  # one compiled graph for any example count
+        extra = {"cu_seqlens": boundaries}
     else:
         mask, extra = attention_mask(batch.segments, implementation, dtype), {}
     hidden = decoder(
