@@ -8,10 +8,13 @@ nothing to sync) over a preallocated KV cache:
 - prompts are left-padded so every row writes the same cache slot each step;
 - grouped-query attention folds a KV group's query heads into the query axis, so one SDPA
   call needs no repeated K/V;
+- the rotary tables and the attention mask are made once per step, not once per layer;
 - sampling (temperature, top-p, Gumbel-max) and the sampled token's log-prob run on the
   device, and the whole decode step (model, sampling, bookkeeping) is captured once into
   a CUDA graph per (batch, length) bucket and replayed, with an EOS check every
-  `check_every` steps as the only host synchronisation.
+  `check_every` steps as the only host synchronisation;
+- on GPUs the decode forward is also `torch.compile`d before capture, which fuses the
+  norms, rotary and activations: a small model's decode step is bound by kernel count.
 
 On CPU the same step runs eagerly. Supported: Llama-family decoders (Llama, Qwen2/2.5,
 Mistral without sliding window, Qwen3's q/k norms); anything else is refused by name.
@@ -136,11 +139,13 @@ class StaticCacheEngine:
         tokenizer: Any,
         max_batch: int = 256,
         cuda_graphs: bool = True,
+        compile: bool = True,
         check_every: int = 16,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.check_every = max_batch, check_every
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs, self.compile = cuda_graphs, compile
+        self._compiled: Any = None
         self.layout = _layout(model)
         self._buckets: dict[tuple[int, int, int, float, float], _Buffers] = {}
 
@@ -148,6 +153,7 @@ class StaticCacheEngine:
         """The engine runs the policy's own modules; a new module object needs a new layout."""
         if model is not self.model:
             self.model, self.layout, self._buckets = model, _layout(model), {}
+            self._compiled = None
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
         import torch
@@ -170,7 +176,9 @@ class StaticCacheEngine:
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _attend(self, buf: _Buffers, index: int, x: Any, positions: Any, slots: Any) -> Any:
+    def _attend(
+        self, buf: _Buffers, index: int, x: Any, rope: tuple[Any, Any], mask: Any, slots: Any
+    ) -> Any:
         """One decoder layer over tokens x (B, T) written at cache `slots` (T,)."""
         import torch.nn.functional as F
 
@@ -179,26 +187,18 @@ class StaticCacheEngine:
         attn = layer.self_attn
         rows, width, _ = x.shape
         group = lay.heads // lay.kv_heads
+        cos, sin = rope
         h = layer.input_layernorm(x)
         q = attn.q_proj(h).view(rows, width, lay.heads, lay.head_dim).transpose(1, 2)
         k = attn.k_proj(h).view(rows, width, lay.kv_heads, lay.head_dim).transpose(1, 2)
         v = attn.v_proj(h).view(rows, width, lay.kv_heads, lay.head_dim).transpose(1, 2)
         if hasattr(attn, "q_norm"):
             q, k = attn.q_norm(q), attn.k_norm(k)
-        cos, sin = lay.rotary(v, positions)
-        cos, sin = cos[:, None], sin[:, None]
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         buf.keys[index].index_copy_(2, slots, k.to(buf.keys[index].dtype))
         buf.values[index].index_copy_(2, slots, v.to(buf.values[index].dtype))
-        # a query sees keys from its row's first real token up to its own slot; a padding
-        # query sees only itself, so nothing is all-masked (which would make NaNs)
-        keys = buf.keys_range
-        mine = keys[None, None, :] == slots[None, :, None]
-        visible = (keys[None, None, :] >= buf.pad[:, None, None]) | mine
-        visible &= keys[None, None, :] <= slots[None, :, None]  # (B, T, L)
         # fold each KV group's query heads into the query axis: no repeated K/V
         q = q.reshape(rows, lay.kv_heads, group * width, lay.head_dim)
-        mask = visible[:, None].repeat(1, 1, group, 1)
         o = F.scaled_dot_product_attention(
             q, buf.keys[index], buf.values[index], attn_mask=mask, scale=lay.scaling
         )
@@ -207,15 +207,32 @@ class StaticCacheEngine:
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
     def _logits(self, buf: _Buffers, tokens: Any, positions: Any, slots: Any) -> Any:
-        x = self.layout.embed(tokens)
-        for index in range(len(self.layout.layers)):
-            x = self._attend(buf, index, x, positions, slots)
-        return self.layout.lm_head(self.layout.norm(x[:, -1]))
+        """Last-position logits of tokens (B, T) at cache `slots`; rotary and mask made once."""
+        lay = self.layout
+        x = lay.embed(tokens)
+        cos, sin = lay.rotary(x, positions)
+        rope = (cos[:, None], sin[:, None])
+        # a query sees keys from its row's first real token up to its own slot; a padding
+        # query sees only itself, so nothing is all-masked (which would make NaNs)
+        keys = buf.keys_range[None, None, :]
+        visible = (keys >= buf.pad[:, None, None]) | (keys == slots[None, :, None])
+        visible &= keys <= slots[None, :, None]  # (B, T, L)
+        mask = visible[:, None].repeat(1, 1, lay.heads // lay.kv_heads, 1)
+        for index in range(len(lay.layers)):
+            x = self._attend(buf, index, x, rope, mask, slots)
+        return lay.lm_head(lay.norm(x[:, -1]))
 
     def _decode_step(self, buf: _Buffers, sampling: Sampling) -> None:
         """Feed buf.token at buf.slot, sample the next token into the outputs: no host sync."""
         positions = (buf.slot - buf.pad)[:, None]
-        logits = self._logits(buf, buf.token, positions, buf.slot)
+        forward = self._logits
+        if self.compile and buf.token.device.type == "cuda":
+            if self._compiled is None:  # fuses norms, rotary and activations: fewer kernels
+                import torch
+
+                self._compiled = torch.compile(self._logits, dynamic=False)
+            forward = self._compiled
+        logits = forward(buf, buf.token, positions, buf.slot)
         token, logp = sample_tokens(logits, sampling.temperature, sampling.top_p)
         buf.out_tokens.index_copy_(1, buf.step, token[:, None])
         buf.out_logp.index_copy_(1, buf.step, logp[:, None])
