@@ -4,7 +4,8 @@ Same model (Qwen2.5-0.5B shape, random init, bf16), same synthetic SFT data (pro
 masked, lengths 128-2048), same batch (4 rows x 4096 packed tokens a step), one GPU.
 TRL runs its fastest packing, `packing_strategy="wrapped"` (which ignores example
 boundaries, so it does less work than correct packing); r1forge packs correctly
-(first-fit decreasing, positions restart, a block-diagonal flex-attention mask).
+(first-fit decreasing, positions restart, PyTorch's varlen flash kernel over the examples'
+boundaries; `--attention flex_attention` uses a block-diagonal flex-attention mask instead).
 
     python benchmarks/sft_throughput.py --out benchmarks/results/sft_throughput.json
     python benchmarks/sft_throughput.py --tiny   # a CPU smoke run of both sides
@@ -300,7 +301,7 @@ def main() -> None:
     parser.add_argument(
         "--attention",
         choices=["flex_attention", "varlen"],
-        default="flex_attention",
+        default="varlen",
         help="r1forge's packed attention on GPU: flex block mask or the varlen flash kernel",
     )
     parser.add_argument(

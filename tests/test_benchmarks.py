@@ -30,3 +30,55 @@ def test_sft_throughput_smoke(tmp_path: Path) -> None:
         report["r1forge"]["tokens_per_s"] / report["trl"]["tokens_per_s"]
     )
     assert "ratio r1forge / TRL" in proc.stdout
+
+
+@pytest.mark.slow
+def test_grpo_step_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "grpo.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/grpo_step.py"), "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["ratio_vs_trl"] == pytest.approx(
+        report["trl"]["seconds_per_step"] / report["r1forge"]["seconds_per_step"]
+    )
+    gen = report["generation"]
+    assert gen["greedy_token_agreement"] == 1.0  # fp32 on CPU: the engine is exact
+    for side in ("transformers_static_compiled", "r1forge_static_engine"):
+        assert gen[side]["tokens_per_s"] > 0 and gen[side]["decode_ms_per_step"] > 0
+    assert "ratio r1forge / TRL" in proc.stdout
+
+
+@pytest.mark.slow
+def test_recipe_quality_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "quality.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/recipe_quality.py"),
+            "--recipe",
+            str(ROOT / "recipes/ci.yaml"),
+            "--seeds",
+            "3",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    seed = report["seeds"]["3"]
+    assert seed["grpo_steps"] == 4 and "arithmetic/greedy" in seed["eval"]
+    e = seed["eval"]["arithmetic/greedy"]
+    assert e["gain_points"] == pytest.approx(100 * (e["grpo"] - e["sft"]))
+    assert report["summary"]["arithmetic/greedy"]["gain_points_min"] == pytest.approx(
+        e["gain_points"]
+    )

@@ -76,3 +76,21 @@ def test_unknown_override_is_an_error(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "field 'data.sizes': unknown field" in proc.stderr
+
+
+def test_report_shows_held_out_accuracy_before_and_after(tmp_path: Path) -> None:
+
+    (tmp_path / "grpo_reasoning.json").write_text(
+        json.dumps(
+            {
+                "grpo_reasoning": {
+                    "steps": 3,
+                    "eval_before": {"eval/arithmetic/greedy": 0.5},
+                    "eval_after": {"eval/arithmetic/greedy": 0.6},
+                }
+            }
+        )
+    )
+    out = run_cli("report", "--metrics", str(tmp_path)).stdout
+    assert "held-out pass@1 before and after RL" in out and "+10.0" in out
+    assert "steps=3" in out and "not run" in out

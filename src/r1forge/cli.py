@@ -350,17 +350,34 @@ def report(
     table = Table(title="r1forge recipe: stage metrics")
     table.add_column("stage")
     table.add_column("metrics")
+    held_out = Table(title="held-out pass@1 before and after RL")
+    for column in ("stage", "eval set / mode", "before", "after", "gain (points)"):
+        held_out.add_column(column)
     for item in STAGES:
         path = metrics / f"{item.name}.json"
         if not path.is_file():
             table.add_row(item.name, "[dim]not run[/dim]")
             continue
         values = json.loads(path.read_text(encoding="utf-8")).get(item.name, {})
+        before, after = values.pop("eval_before", None), values.pop("eval_after", None)
         shown = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
         )
         table.add_row(item.name, shown)
-    Console().print(table)
+        for key in sorted(before or {}):
+            if key in (after or {}):
+                gain = 100 * (after[key] - before[key])
+                held_out.add_row(
+                    item.name,
+                    key.removeprefix("eval/"),
+                    f"{before[key]:.3f}",
+                    f"{after[key]:.3f}",
+                    f"{gain:+.1f}",
+                )
+    console = Console()
+    console.print(table)
+    if held_out.row_count:
+        console.print(held_out)
 
 
 def main() -> None:

@@ -64,6 +64,20 @@ STAGES: tuple[Stage, ...] = (
         params=("sft_cold_start",),
         code=("src/r1forge/stages/sft.py", "src/r1forge/train"),
     ),
+    Stage(
+        name="grpo_reasoning",
+        kind="grpo",
+        summary="reasoning RL: GRPO with rule rewards on the cold-start model (DeepSpeed)",
+        output="models/grpo_reasoning",
+        inputs={"data": "data", "model": "models/sft_cold_start"},
+        params=("grpo_reasoning",),
+        code=(
+            "src/r1forge/stages/grpo.py",
+            "src/r1forge/train",
+            "src/r1forge/rollout",
+            "src/r1forge/rewards",
+        ),
+    ),
 )
 
 
