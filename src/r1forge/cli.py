@@ -220,6 +220,47 @@ def base(
 
 
 @app.command()
+def evaluate(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    model: Annotated[Path, typer.Option(help="Model folder to evaluate.")] = Path(
+        "models/grpo_reasoning"
+    ),
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            help="Prompt JSONL file to evaluate on (repeatable). Default: the recipe's "
+            "`evaluate.datasets` under data/, or every data/eval/*.jsonl.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option(help="Folder for metrics.json, samples.jsonl and config.yaml.")
+    ] = Path("eval/grpo_reasoning"),
+    metrics: MetricsOpt = None,
+) -> None:
+    """Stage `evaluate`: R1's protocol, k samples per prompt at T=0.6, top-p 0.95 (configurable).
+
+    Reports pass@1 (mean over the k samples), cons@k (majority vote over extracted answers),
+    greedy accuracy, format rate, language-consistency rate and mean length, overall and per
+    task and difficulty.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import evaluate as stage
+
+        loaded = _load(recipe, overrides)
+        files = data or stage.eval_files(loaded.evaluate, Path("data"))
+        report = stage.run(loaded, model, files, output, metrics)
+    typer.echo(
+        f"{model}: pass@1={report['pass@1']:.3f} cons@{report['k']}={report['cons@k']:.3f} "
+        f"greedy={report['greedy_accuracy']:.3f} format={report['format_rate']:.3f} "
+        f"language={report['language_rate']:.3f} mean_length={report['mean_length']:.1f} "
+        f"({report['n_prompts']} prompts) -> {output / 'metrics.json'}"
+    )
+
+
+@app.command()
 def sft(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,

@@ -287,6 +287,26 @@ class GRPOConfig(Strict):
         return value
 
 
+class EvalConfig(Strict):
+    """Stage `evaluate`: R1's protocol (k samples at T 0.6, top-p 0.95) plus a greedy pass."""
+
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="prompt files to evaluate on (relative to the data folder); "
+        "empty: every eval/*.jsonl",
+    )
+    k: int = Field(4, ge=1, description="samples per prompt for pass@1 and cons@k")
+    temperature: float = Field(0.6, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=1)
+    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
+    seed: int = 0
+    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+
 class Recipe(Strict):
     """A whole R1 run: one section per stage of DESIGN.md."""
 
@@ -296,6 +316,7 @@ class Recipe(Strict):
     base: BaseConfig = Field(default_factory=BaseConfig)
     sft_cold_start: SFTConfig = Field(default_factory=SFTConfig)
     grpo_reasoning: GRPOConfig = Field(default_factory=GRPOConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from r1forge.config import Recipe, TrackingConfig, recipe_dict, save_resolved
 from r1forge.data.chat import template_sha256
+from r1forge.data.jsonl import read_jsonl
 from r1forge.errors import DataError
 from r1forge.io import atomic_dir, code_revision, write_json_atomic
 from r1forge.tracking import Tracker, plot_curves
@@ -98,3 +99,21 @@ def publish_model(
                 shutil.copy(extra, out / extra.name)
     if metrics is not None:
         write_json_atomic(metrics, {stage: summary})
+
+
+def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[Any]:
+    """Prompt records as (chat-templated token ids, example dict) items."""
+    from r1forge.train.rl import PromptItem
+
+    records = read_jsonl(path, "prompt")[:limit]
+    return [
+        PromptItem(
+            ids=list(
+                tokenizer.apply_chat_template(
+                    r.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
+                )["input_ids"]
+            ),
+            example=r.example(),
+        )
+        for r in records
+    ]

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from r1forge.config import GRPOConfig, Recipe
-from r1forge.data.jsonl import read_jsonl, read_manifest
+from r1forge.data.jsonl import read_manifest
 from r1forge.progress import progress_bar
-from r1forge.stages.common import open_run, publish_model, require_model_folder
+from r1forge.stages.common import load_prompts, open_run, publish_model, require_model_folder
 
 log = logging.getLogger("r1forge.grpo")
 CURVES = [
@@ -27,24 +27,6 @@ CURVES = [
     "kl",
     "clip_fraction",
 ]
-
-
-def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[Any]:
-    """Prompt records as (chat-templated token ids, example dict) items."""
-    from r1forge.train.rl import PromptItem
-
-    records = read_jsonl(path, "prompt")[:limit]
-    return [
-        PromptItem(
-            ids=list(
-                tokenizer.apply_chat_template(
-                    r.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
-                )["input_ids"]
-            ),
-            example=r.example(),
-        )
-        for r in records
-    ]
 
 
 def load_policy(path: Path, cfg: GRPOConfig, bf16: bool) -> tuple[Any, Any]:

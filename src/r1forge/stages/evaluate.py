@@ -1,0 +1,150 @@
+"""Stage `evaluate`: pass@1 over k samples, cons@k, greedy accuracy, format, language, length.
+
+Any prompt file is an eval set (the recipe's eval sets, or a team's copy of MATH-500 or
+AIME imported with `r1forge data import`). Results go to `<output>/metrics.json` in DVC's
+metrics format: the overall block at the top level (with `per_task` and `per_difficulty`),
+and with several files one block per file under its name; `<output>/samples.jsonl` keeps
+every scored sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from r1forge.config import EvalConfig, Recipe, save_resolved
+from r1forge.errors import DataError
+from r1forge.evaluation import report_block
+from r1forge.io import atomic_dir, write_json_atomic
+from r1forge.stages.common import load_prompts, require_model_folder
+
+log = logging.getLogger("r1forge.evaluate")
+MEASURED = ("accuracy", "format", "language_consistency")
+
+
+def eval_files(cfg: EvalConfig, data: Path) -> list[Path]:
+    """The recipe's datasets, or every eval/*.jsonl of the data folder."""
+    files = [data / name for name in cfg.datasets] or sorted((data / "eval").glob("*.jsonl"))
+    if not files:
+        raise DataError.single(data, "no eval sets: no eval/*.jsonl and no evaluate.datasets")
+    return files
+
+
+def load_evaluated_model(model: Path, cfg: EvalConfig) -> tuple[Any, Any, Any]:
+    """(model on its device, tokenizer, rollout engine) for evaluation."""
+    import os
+
+    import torch
+
+    from r1forge.models import load_model, load_tokenizer
+    from r1forge.rollout import make_engine
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+    tokenizer = load_tokenizer(model)
+    net = load_model(model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    net.to("cuda" if cuda else "cpu").eval()
+    extra: dict[str, Any] = {}
+    if cfg.rollout_engine == "vllm":
+        extra = {"model_path": model, "seed": cfg.seed}
+    return net, tokenizer, make_engine(cfg.rollout_engine, model=net, tokenizer=tokenizer, **extra)
+
+
+def evaluate_file(path: Path, tokenizer: Any, engine: Any, cfg: EvalConfig) -> list[dict[str, Any]]:
+    """One row per prompt: its k samples' scores and answers, and its greedy score."""
+    from r1forge.rewards import score_batch
+    from r1forge.rewards.parsing import extract_boxed, split_think
+    from r1forge.rollout import Sampling
+
+    items = load_prompts(path, tokenizer, cfg.limit)
+    ids = [item.ids for item in items]
+    examples = [item.example for item in items]
+    sampled = engine.generate(
+        ids,
+        cfg.k,
+        Sampling(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=cfg.seed,
+            logprobs=False,
+        ),
+    )
+    greedy = engine.generate(
+        ids, 1, Sampling(max_new_tokens=cfg.max_new_tokens, temperature=0.0, logprobs=False)
+    )
+    texts = [c.text for c in sampled]
+    repeated = [examples[c.prompt_index] for c in sampled]
+    scores = {name: score_batch(name, texts, repeated) for name in MEASURED}
+    greedy_correct = score_batch("accuracy", [c.text for c in greedy], examples)
+    rows = []
+    for p, example in enumerate(examples):
+        own = range(p * cfg.k, (p + 1) * cfg.k)
+        rows.append(
+            {
+                "id": example["id"],
+                "task": example["task"],
+                "difficulty": example.get("difficulty", "none"),
+                "correct": [scores["accuracy"][i] for i in own],
+                "format": [scores["format"][i] for i in own],
+                "language": [scores["language_consistency"][i] for i in own],
+                "lengths": [len(sampled[i].token_ids) for i in own],
+                "answers": [extract_boxed(split_think(texts[i]).answer) for i in own],
+                "completions": [texts[i] for i in own],
+                "greedy_correct": greedy_correct[p],
+                "greedy_completion": greedy[p].text,
+            }
+        )
+    return rows
+
+
+def run(
+    recipe: Recipe,
+    model: Path,
+    data_files: list[Path],
+    output: Path,
+    metrics: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model` on each file; write metrics.json, samples.jsonl and config.yaml."""
+    from r1forge.progress import progress_bar
+
+    cfg = recipe.evaluate
+    require_model_folder(model)
+    for path in data_files:
+        if not path.is_file():
+            raise DataError.single(path, "eval set not found")
+    _, tokenizer, engine = load_evaluated_model(model, cfg)
+    per_file: dict[str, list[dict[str, Any]]] = {}
+    with progress_bar("evaluating", total=len(data_files)) as advance:
+        for path in data_files:
+            per_file[path.stem] = evaluate_file(path, tokenizer, engine, cfg)
+            advance(1)
+    every = [row for rows in per_file.values() for row in rows]
+    report: dict[str, Any] = {**report_block(every), "model": str(model)}
+    if len(per_file) > 1:
+        report.update({name: report_block(rows) for name, rows in per_file.items()})
+    import json
+
+    with atomic_dir(output) as tmp:
+        write_json_atomic(tmp / "metrics.json", report)
+        with (tmp / "samples.jsonl").open("w", encoding="utf-8") as f:
+            for name, rows in per_file.items():
+                for row in rows:
+                    f.write(json.dumps({"eval_set": name, **row}, ensure_ascii=False) + "\n")
+        save_resolved(recipe, tmp / "config.yaml", section="evaluate")
+    if metrics is not None:
+        write_json_atomic(metrics, {"evaluate": report})
+    log.info(
+        "%s: pass@1 %.3f, cons@%d %.3f, greedy %.3f, format %.3f over %d prompts",
+        model,
+        report["pass@1"],
+        report["k"],
+        report["cons@k"],
+        report["greedy_accuracy"],
+        report["format_rate"],
+        report["n_prompts"],
+    )
+    return report
