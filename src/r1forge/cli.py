@@ -220,6 +220,41 @@ def base(
 
 
 @app.command()
+def sample(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    model: Annotated[Path, typer.Option(help="Checkpoint to sample from.")] = Path(
+        "models/grpo_reasoning"
+    ),
+    data: Annotated[
+        Path, typer.Option(help="Datasets folder; the section's `prompts` are read from it.")
+    ] = Path("data"),
+    output: Annotated[
+        Path,
+        typer.Option(help="SFT dataset to write (with its manifest and <name>.stats.json)."),
+    ] = Path("data/synthetic/reasoning.jsonl"),
+    metrics: MetricsOpt = None,
+) -> None:
+    """Stage `sample`: rejection sampling, R1's stage 3.
+
+    k samples per prompt; keeps completions that are correct, well formed, in one language,
+    not overlong or degenerate, with no code block or long paragraph in the reasoning; drops
+    exact and near duplicates; keeps the shortest `max_per_prompt` per prompt.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import sample as stage
+
+        stats = stage.run(_load(recipe, overrides), model, data, output, metrics)
+    typer.echo(
+        f"{output}: {stats['examples_kept']} examples from {stats['prompts_kept']} of "
+        f"{stats['prompts']} prompts (pass rate {stats['pass_rate']:.3f}; refused: "
+        + ", ".join(f"{k}={v}" for k, v in stats["refused"].items())
+        + ")"
+    )
+
+
+@app.command()
 def evaluate(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,

@@ -307,6 +307,36 @@ class EvalConfig(Strict):
     resources: Resources = Field(default_factory=Resources)
 
 
+class SampleConfig(Strict):
+    """Stage `sample`: rejection sampling of reasoning data from a checkpoint (R1 stage 3)."""
+
+    prompts: list[str] = Field(default_factory=lambda: ["rl_prompts.jsonl"], min_length=1)
+    k: int = Field(8, ge=1, description="samples per prompt")
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=1)
+    max_per_prompt: int = Field(2, ge=1, description="accepted completions kept per prompt")
+    pass_rate: tuple[float, float] | None = Field(
+        None, description="keep only prompts whose pass rate lies in [a, b]"
+    )
+    near_dup_threshold: float = Field(0.9, gt=0, le=1)
+    max_paragraph_chars: int = Field(1200, ge=1)
+    allow_code_in_think: bool = False
+    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
+    seed: int = 0
+    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("pass_rate")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 <= value[0] <= value[1] <= 1.0:
+            raise ValueError("must be [a, b] with 0 <= a <= b <= 1")
+        return value
+
+
 class Recipe(Strict):
     """A whole R1 run: one section per stage of DESIGN.md."""
 
@@ -316,6 +346,7 @@ class Recipe(Strict):
     base: BaseConfig = Field(default_factory=BaseConfig)
     sft_cold_start: SFTConfig = Field(default_factory=SFTConfig)
     grpo_reasoning: GRPOConfig = Field(default_factory=GRPOConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
 
 

@@ -117,3 +117,25 @@ def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[A
         )
         for r in records
     ]
+
+
+def load_for_sampling(
+    model: Path, precision: str, threads: int | None, engine: str, seed: int
+) -> tuple[Any, Any, Any]:
+    """(model on its device, tokenizer, rollout engine) for evaluation and rejection sampling."""
+    import os
+
+    import torch
+
+    from r1forge.models import load_model, load_tokenizer
+    from r1forge.rollout import make_engine
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+    bf16 = precision == "bf16" or (precision == "auto" and cuda)
+    tokenizer = load_tokenizer(model)
+    net = load_model(model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    net.to("cuda" if cuda else "cpu").eval()
+    extra: dict[str, Any] = {"model_path": model, "seed": seed} if engine == "vllm" else {}
+    return net, tokenizer, make_engine(engine, model=net, tokenizer=tokenizer, **extra)

@@ -17,7 +17,7 @@ from r1forge.config import EvalConfig, Recipe, save_resolved
 from r1forge.errors import DataError
 from r1forge.evaluation import report_block
 from r1forge.io import atomic_dir, write_json_atomic
-from r1forge.stages.common import load_prompts, require_model_folder
+from r1forge.stages.common import load_for_sampling, load_prompts, require_model_folder
 
 log = logging.getLogger("r1forge.evaluate")
 MEASURED = ("accuracy", "format", "language_consistency")
@@ -29,28 +29,6 @@ def eval_files(cfg: EvalConfig, data: Path) -> list[Path]:
     if not files:
         raise DataError.single(data, "no eval sets: no eval/*.jsonl and no evaluate.datasets")
     return files
-
-
-def load_evaluated_model(model: Path, cfg: EvalConfig) -> tuple[Any, Any, Any]:
-    """(model on its device, tokenizer, rollout engine) for evaluation."""
-    import os
-
-    import torch
-
-    from r1forge.models import load_model, load_tokenizer
-    from r1forge.rollout import make_engine
-
-    cuda = torch.cuda.is_available()
-    if not cuda:
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
-    tokenizer = load_tokenizer(model)
-    net = load_model(model, dtype=torch.bfloat16 if bf16 else torch.float32)
-    net.to("cuda" if cuda else "cpu").eval()
-    extra: dict[str, Any] = {}
-    if cfg.rollout_engine == "vllm":
-        extra = {"model_path": model, "seed": cfg.seed}
-    return net, tokenizer, make_engine(cfg.rollout_engine, model=net, tokenizer=tokenizer, **extra)
 
 
 def evaluate_file(path: Path, tokenizer: Any, engine: Any, cfg: EvalConfig) -> list[dict[str, Any]]:
@@ -116,7 +94,9 @@ def run(
     for path in data_files:
         if not path.is_file():
             raise DataError.single(path, "eval set not found")
-    _, tokenizer, engine = load_evaluated_model(model, cfg)
+    _, tokenizer, engine = load_for_sampling(
+        model, cfg.precision, cfg.threads, cfg.rollout_engine, cfg.seed
+    )
     per_file: dict[str, list[dict[str, Any]]] = {}
     with progress_bar("evaluating", total=len(data_files)) as advance:
         for path in data_files:
