@@ -140,3 +140,19 @@ def test_varlen_path_plumbs_boundaries_like_the_block_mask(monkeypatch: pytest.M
     got, m = causal_lm_loss_sum(model, batch, varlen.NAME)
     assert n == m == 8 and torch.allclose(got, expected, atol=1e-5)
     assert varlen.cu_seqlens(batch.segments).tolist()[:3] == [0, 5, 8]
+
+
+def test_mix_datasets_by_hand() -> None:
+    from r1forge.data.mix import mix_datasets
+
+    sets = {"reasoning": list(range(6)), "general": ["a", "b"]}
+    merged, counts = mix_datasets(sets, {"general": 0.5}, seed=1)
+    # the first set stays whole; general is cycled up to 6 * 0.5 / 1 = 3 examples
+    assert counts == {"reasoning": 6, "general": 3}
+    assert sorted(x for x in merged if isinstance(x, int)) == list(range(6))
+    general = [x for x in merged if isinstance(x, str)]
+    assert len(general) == 3 and set(general) == {"a", "b"}
+    assert mix_datasets(sets, {"general": 0.5}, seed=1)[0] == merged  # deterministic
+    assert mix_datasets(sets, {"general": 0.0})[1]["general"] == 0
+    with pytest.raises(ValueError, match="positive weight"):
+        mix_datasets(sets, {"reasoning": 0.0})

@@ -232,7 +232,7 @@ def sample(
     output: Annotated[
         Path,
         typer.Option(help="SFT dataset to write (with its manifest and <name>.stats.json)."),
-    ] = Path("data/synthetic/reasoning.jsonl"),
+    ] = Path("synthetic/reasoning.jsonl"),
     metrics: MetricsOpt = None,
 ) -> None:
     """Stage `sample`: rejection sampling, R1's stage 3.

@@ -154,6 +154,11 @@ class SFTConfig(Strict):
 
     init_from: Literal["base", "previous"] = "base"
     datasets: list[str] = Field(default_factory=lambda: ["cold_start.jsonl"], min_length=1)
+    mix: dict[str, float] = Field(
+        default_factory=dict,
+        description="dataset -> weight: sizes relative to the first dataset, which is kept "
+        "whole (e.g. {general.jsonl: 0.33} adds general examples a third as many as reasoning)",
+    )
     seed: int = 0
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
@@ -345,6 +350,13 @@ class Recipe(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     base: BaseConfig = Field(default_factory=BaseConfig)
     sft_cold_start: SFTConfig = Field(default_factory=SFTConfig)
+    sft_merged: SFTConfig = Field(
+        default_factory=lambda: SFTConfig(
+            datasets=["../synthetic/reasoning.jsonl", "general.jsonl"],
+            mix={"general.jsonl": 0.33},
+        ),
+        description="R1 stage 4: SFT from the base on rejection-sampled reasoning + general data",
+    )
     grpo_reasoning: GRPOConfig = Field(default_factory=GRPOConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)

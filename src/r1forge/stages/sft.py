@@ -21,16 +21,29 @@ log = logging.getLogger("r1forge.sft")
 
 
 def load_conversations(
-    data: Path, names: list[str]
-) -> tuple[list[list[dict[str, str]]], dict[str, str]]:
-    """Every conversation of the named datasets, and each dataset's sha256 (lineage)."""
-    conversations, hashes = [], {}
-    for name in names:
+    data: Path, cfg: SFTConfig
+) -> tuple[list[list[dict[str, str]]], dict[str, str], dict[str, int]]:
+    """The conversations of the stage's datasets mixed at `cfg.mix`, each dataset's sha256
+    (lineage), and how many examples each contributed."""
+    from r1forge.data.mix import mix_datasets
+
+    sets, hashes = {}, {}
+    for name in cfg.datasets:
         path = data / name
         records = read_jsonl(path, "sft")
         hashes[name] = read_manifest(path)["sha256"]
-        conversations += [[m.model_dump() for m in r.messages] for r in records]
-    return conversations, hashes
+        sets[name] = [[m.model_dump() for m in r.messages] for r in records]
+    if not cfg.mix:
+        return (
+            [c for rows in sets.values() for c in rows],
+            hashes,
+            {k: len(v) for k, v in sets.items()},
+        )
+    unknown = sorted(set(cfg.mix) - set(sets))
+    if unknown:
+        raise ConfigError(f"mix names {unknown}, which are not among datasets {cfg.datasets}")
+    merged, counts = mix_datasets(sets, cfg.mix, cfg.seed)
+    return merged, hashes, counts
 
 
 def _load_model(path: Path, cfg: SFTConfig, bf16: bool) -> tuple[Any, Any]:
@@ -90,7 +103,8 @@ def run(
     cfg: SFTConfig = getattr(recipe, stage)
     require_model_folder(model)
     dist = init_distributed(cfg.threads)
-    conversations, hashes = load_conversations(data, cfg.datasets)
+    conversations, hashes, mixed = load_conversations(data, cfg)
+    log.info("training examples by dataset: %s", mixed)
     bf16 = use_bf16(cfg.precision, dist.device)
     net, tokenizer = _load_model(model, cfg, bf16)
     if cfg.compile and dist.device.type == "cuda":
@@ -129,6 +143,7 @@ def run(
             assert tracker is not None and state is not None
             rows = tracker.metrics.rows
             summary["final_loss"] = rows[-1]["loss"] if rows else None
+            summary["examples_by_dataset"] = mixed
             publish_model(
                 recipe,
                 stage,
