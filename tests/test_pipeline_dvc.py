@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,8 +56,29 @@ def test_dvc_repro_skips_unchanged_stages(tmp_path: Path) -> None:
     assert "Running stage" not in second
     assert "Stage 'data' didn't change" in second and "Stage 'base' didn't change" in second
 
-    text = recipe.read_text().replace("steps: 10", "steps: 6")
-    assert text != recipe.read_text()
-    recipe.write_text(text)
+    assert (ws / "metrics/eval_grpo_final.json").is_file() and (ws / "synthetic").is_dir()
+    # a change to the final RL section reruns only that stage and its evaluation
+    text = recipe.read_text()
+    changed = text.replace(
+        "  max_steps: 2\n  prompts_per_step: 4", "  max_steps: 1\n  prompts_per_step: 4"
+    )
+    assert changed != text
+    recipe.write_text(changed)
     third = _run([sys.executable, "-m", "dvc", "repro"], ws)
-    assert "Stage 'data' didn't change" in third and "Running stage 'base'" in third
+    assert "Stage 'base' didn't change" in third and "Stage 'sample' didn't change" in third
+    assert "Running stage 'grpo_final'" in third and "Running stage 'eval_grpo_final'" in third
+
+    report = run_cli("report", "--metrics", str(ws / "metrics")).stdout
+    assert "checkpoints on the held-out eval sets" in report
+    summary = json.loads((ws / "metrics/summary.json").read_text())
+    names = [row["name"] for row in summary["checkpoints"]]
+    assert names == ["sft_cold_start", "grpo_reasoning", "sft_merged", "grpo_final"]
+    for row in summary["checkpoints"]:
+        assert set(row) == {
+            "name",
+            "pass@1",
+            "cons@k",
+            "greedy_accuracy",
+            "format_rate",
+            "mean_length",
+        }

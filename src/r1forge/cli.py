@@ -421,7 +421,9 @@ def report(
     from rich.console import Console
     from rich.table import Table
 
-    from r1forge.stages import STAGES
+    from r1forge.evaluation import SUMMARY_KEYS, summary
+    from r1forge.io import write_json_atomic
+    from r1forge.stages import EVALUATED, STAGES
 
     table = Table(title="r1forge recipe: stage metrics")
     table.add_column("stage")
@@ -430,6 +432,8 @@ def report(
     for column in ("stage", "eval set / mode", "before", "after", "gain (points)"):
         held_out.add_column(column)
     for item in STAGES:
+        if item.kind == "evaluate":
+            continue  # in the checkpoint table below
         path = metrics / f"{item.name}.json"
         if not path.is_file():
             table.add_row(item.name, "[dim]not run[/dim]")
@@ -454,6 +458,22 @@ def report(
     console.print(table)
     if held_out.row_count:
         console.print(held_out)
+    reports = {}
+    for name in EVALUATED:
+        path = metrics / f"eval_{name}.json"
+        if path.is_file():
+            reports[name] = json.loads(path.read_text(encoding="utf-8"))["evaluate"]
+    if reports:
+        rows = summary(reports)
+        checkpoints = Table(title="checkpoints on the held-out eval sets (k samples, T=0.6)")
+        checkpoints.add_column("checkpoint")
+        for key in SUMMARY_KEYS:
+            checkpoints.add_column(key)
+        for row in rows["checkpoints"]:
+            checkpoints.add_row(row["name"], *(f"{row[k]:.3f}" for k in SUMMARY_KEYS))
+        console.print(checkpoints)
+        write_json_atomic(metrics / "summary.json", rows)
+        console.print(f"written: {metrics / 'summary.json'}")
 
 
 def main() -> None:

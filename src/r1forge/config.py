@@ -359,6 +359,14 @@ class Recipe(Strict):
     )
     grpo_reasoning: GRPOConfig = Field(default_factory=GRPOConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    grpo_final: GRPOConfig = Field(
+        default_factory=lambda: GRPOConfig(
+            prompts=["rl_prompts.jsonl", "general_prompts.jsonl"],
+            task_rewards={"chat": {"format": 1.0}},
+        ),
+        description="R1 stage 5: RL over reasoning prompts (rule rewards) and general prompts "
+        "(a model-based reward when the recipe names one: task_rewards.chat.reward_model)",
+    )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
 
 

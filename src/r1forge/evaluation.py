@@ -91,3 +91,16 @@ def report_block(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "per_task": grouped(rows, "task"),
         "per_difficulty": grouped(rows, "difficulty"),
     }
+
+
+SUMMARY_KEYS = ("pass@1", "cons@k", "greedy_accuracy", "format_rate", "mean_length")
+
+
+def summary(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`metrics/summary.json`: one row per evaluated checkpoint, in the recipe's order."""
+    return {
+        "checkpoints": [
+            {"name": name, **{key: report[key] for key in SUMMARY_KEYS}}
+            for name, report in reports.items()
+        ]
+    }

@@ -17,7 +17,8 @@ def mix_datasets(
     The first dataset (the reasoning set) is kept whole; every other dataset j contributes
     round(n_first * w_j / w_first) examples, drawn without replacement while it has enough
     and cycled (each example once more per pass, reshuffled) when it is smaller. Datasets
-    missing from `weights` weigh as much as the first. Returns (merged examples, counts).
+    missing from `weights` weigh as much as the first. An empty first dataset sets no
+    scale: the others are then kept whole. Returns (merged examples, counts).
     """
     names = list(sets)
     if not names:
@@ -31,7 +32,11 @@ def mix_datasets(
     counts = {first: len(merged)}
     for name in names[1:]:
         items = list(sets[name])
-        want = round(len(sets[first]) * weights.get(name, base_weight) / base_weight)
+        want = (
+            round(len(sets[first]) * weights.get(name, base_weight) / base_weight)
+            if sets[first]
+            else len(items)
+        )
         chosen: list[T] = []
         while items and len(chosen) < want:
             order = items[:]

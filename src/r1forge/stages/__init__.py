@@ -12,6 +12,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Stage:
+    """One pipeline step: `r1forge <kind>` run on its inputs, writing `output`.
+
+    `section` is the recipe section a multi-section command runs (`--stage`); `outs` are
+    what DVC tracks (default: the output); `deps` are inputs that take no option.
+    """
+
     name: str
     kind: str
     summary: str
@@ -19,6 +25,9 @@ class Stage:
     inputs: dict[str, str] = field(default_factory=dict)
     params: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
+    section: str | None = None
+    outs: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
 
     @property
     def metrics(self) -> str:
@@ -26,12 +35,20 @@ class Stage:
 
     def command(self, recipe: str) -> str:
         parts = ["r1forge", self.kind, "--recipe", recipe]
-        if self.name != self.kind:
-            parts += ["--stage", self.name]
+        if self.section:
+            parts += ["--stage", self.section]
         for option, path in self.inputs.items():
             parts += [f"--{option}", path]
         return " ".join([*parts, "--output", self.output, "--metrics", self.metrics])
 
+
+GRPO_CODE = (
+    "src/r1forge/stages/grpo.py",
+    "src/r1forge/train",
+    "src/r1forge/rollout",
+    "src/r1forge/rewards",
+)
+EVALUATED = ("sft_cold_start", "grpo_reasoning", "sft_merged", "grpo_final")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -63,6 +80,7 @@ STAGES: tuple[Stage, ...] = (
         inputs={"data": "data", "model": "models/base"},
         params=("sft_cold_start",),
         code=("src/r1forge/stages/sft.py", "src/r1forge/train"),
+        section="sft_cold_start",
     ),
     Stage(
         name="grpo_reasoning",
@@ -71,12 +89,52 @@ STAGES: tuple[Stage, ...] = (
         output="models/grpo_reasoning",
         inputs={"data": "data", "model": "models/sft_cold_start"},
         params=("grpo_reasoning",),
-        code=(
-            "src/r1forge/stages/grpo.py",
-            "src/r1forge/train",
-            "src/r1forge/rollout",
-            "src/r1forge/rewards",
-        ),
+        code=GRPO_CODE,
+        section="grpo_reasoning",
+    ),
+    Stage(
+        name="sample",
+        kind="sample",
+        summary="rejection sampling: the RL model's verified reasoning as SFT data",
+        output="synthetic/reasoning.jsonl",
+        inputs={"data": "data", "model": "models/grpo_reasoning"},
+        params=("sample",),
+        code=("src/r1forge/stages/sample.py", "src/r1forge/rejection.py"),
+        outs=("synthetic",),
+    ),
+    Stage(
+        name="sft_merged",
+        kind="sft",
+        summary="SFT from the base on the sampled reasoning mixed with general data",
+        output="models/sft_merged",
+        inputs={"data": "data", "model": "models/base"},
+        params=("sft_merged",),
+        code=("src/r1forge/stages/sft.py", "src/r1forge/train", "src/r1forge/data/mix.py"),
+        section="sft_merged",
+        deps=("synthetic",),
+    ),
+    Stage(
+        name="grpo_final",
+        kind="grpo",
+        summary="final RL over reasoning and general prompts",
+        output="models/grpo_final",
+        inputs={"data": "data", "model": "models/sft_merged"},
+        params=("grpo_final",),
+        code=GRPO_CODE,
+        section="grpo_final",
+    ),
+    *(
+        Stage(
+            name=f"eval_{checkpoint}",
+            kind="evaluate",
+            summary=f"pass@1 over k samples, cons@k and more for {checkpoint}",
+            output=f"eval/{checkpoint}",
+            inputs={"model": f"models/{checkpoint}"},
+            params=("evaluate",),
+            code=("src/r1forge/stages/evaluate.py", "src/r1forge/evaluation.py"),
+            deps=("data",),
+        )
+        for checkpoint in EVALUATED
     ),
 )
 
@@ -94,9 +152,9 @@ def dvc_yaml(recipe: str = "recipes/tiny.yaml") -> dict[str, Any]:
     for item in STAGES:
         stages[item.name] = {
             "cmd": item.command(recipe),
-            "deps": [*item.code, *item.inputs.values()],
+            "deps": [*item.code, *item.inputs.values(), *item.deps],
             "params": [{recipe: list(item.params)}],
-            "outs": [item.output],
+            "outs": list(item.outs or (item.output,)),
             "metrics": [{item.metrics: {"cache": False}}],
         }
     return {"stages": stages}

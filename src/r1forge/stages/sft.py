@@ -13,7 +13,7 @@ from typing import Any
 
 from r1forge.config import Recipe, SFTConfig
 from r1forge.data.jsonl import read_jsonl, read_manifest
-from r1forge.errors import ConfigError
+from r1forge.errors import ConfigError, DataError
 from r1forge.progress import progress_bar
 from r1forge.stages.common import open_run, publish_model, require_model_folder
 
@@ -30,9 +30,16 @@ def load_conversations(
     sets, hashes = {}, {}
     for name in cfg.datasets:
         path = data / name
+        manifest = read_manifest(path)
+        hashes[name] = manifest["sha256"]
+        if manifest["count"] == 0:  # e.g. rejection sampling kept nothing: say so, go on
+            log.warning("%s is empty (its manifest counts 0 records)", path)
+            sets[name] = []
+            continue
         records = read_jsonl(path, "sft")
-        hashes[name] = read_manifest(path)["sha256"]
         sets[name] = [[m.model_dump() for m in r.messages] for r in records]
+    if not any(sets.values()):
+        raise DataError.single(data / cfg.datasets[0], "every dataset of the stage is empty")
     if not cfg.mix:
         return (
             [c for rows in sets.values() for c in rows],
