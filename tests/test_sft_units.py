@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,3 +158,48 @@ def test_mix_datasets_by_hand() -> None:
     assert mix_datasets(sets, {"general": 0.0})[1]["general"] == 0
     with pytest.raises(ValueError, match="positive weight"):
         mix_datasets(sets, {"reasoning": 0.0})
+
+
+def test_kl_per_position_forward_and_reverse_by_hand() -> None:
+    from r1forge.train.losses import kl_per_position
+
+    # two-token vocabulary: teacher p = (0.5, 0.5) from equal logits, student q = softmax(ln 3, 0)
+    teacher = torch.tensor([[0.0, 0.0]])
+    student = torch.tensor([[float(torch.log(torch.tensor(3.0))), 0.0]])  # q = (0.75, 0.25)
+    forward = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    reverse = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert kl_per_position(student, teacher, 1.0, "forward").item() == pytest.approx(forward)
+    assert kl_per_position(student, teacher, 1.0, "reverse").item() == pytest.approx(reverse)
+    # at T = 2 the logits halve and the KL is scaled by T^2 = 4
+    q2 = torch.softmax(student[0] / 2, -1)
+    expected = 4 * sum(0.5 * math.log(0.5 / q) for q in q2.tolist())
+    assert kl_per_position(student, teacher, 2.0, "forward").item() == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert kl_per_position(teacher, teacher).item() == 0.0
+    with pytest.raises(ValueError, match="unknown KL"):
+        kl_per_position(student, teacher, 1.0, "sideways")
+
+
+def test_distillation_loss_mixes_ce_and_kl() -> None:
+    from r1forge.train.losses import distillation_loss_sum
+
+    student, teacher = _tiny_llama(0), _tiny_llama(1)
+    a = Example([3, 7, 9, 11, 2], [IGNORE, IGNORE, 9, 11, 2])
+    batch = collate([[a]], 0)
+    ce, _ = causal_lm_loss_sum(student, batch, "sdpa")
+    only_ce = distillation_loss_sum(
+        student, teacher, batch, "sdpa", alpha=0.0, temperature=1.0, kind="forward"
+    )
+    assert torch.allclose(only_ce, ce)
+    self_kd = distillation_loss_sum(
+        student, student, batch, "sdpa", alpha=1.0, temperature=2.0, kind="reverse"
+    )
+    assert abs(self_kd.item()) < 1e-5  # a model is its own perfect teacher
+    half = distillation_loss_sum(
+        student, teacher, batch, "sdpa", alpha=0.5, temperature=1.0, kind="forward"
+    )
+    kd = distillation_loss_sum(
+        student, teacher, batch, "sdpa", alpha=1.0, temperature=1.0, kind="forward"
+    )
+    assert torch.allclose(half, 0.5 * ce + 0.5 * kd, atol=1e-5) and kd.item() > 0

@@ -199,6 +199,10 @@ def data_validate(
 def base(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,
+    stage: Annotated[
+        str,
+        typer.Option(help="Recipe section to build: base, or base_student (distillation)."),
+    ] = "base",
     data: Annotated[Path, typer.Option(help="Datasets folder written by `r1forge data`.")] = Path(
         "data"
     ),
@@ -210,11 +214,11 @@ def base(
     """Stage `base`: fetch the recipe's named model, or train the tiny tokenizer and base model."""
     _setup_logging()
     with _user_errors():
-        from r1forge.stages import base as stage
+        from r1forge.stages import base as stage_module
 
-        summary = stage.run(_load(recipe, overrides), data, output, metrics)
+        summary = stage_module.run(_load(recipe, overrides), data, output, metrics, stage)
     typer.echo(
-        f"base model in {output}: "
+        f"{stage} model in {output}: "
         + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict))
     )
 
@@ -252,6 +256,36 @@ def sample(
         + ", ".join(f"{k}={v}" for k, v in stats["refused"].items())
         + ")"
     )
+
+
+@app.command()
+def distill(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    data: Annotated[
+        Path, typer.Option(help="Datasets folder; `distill.teacher_samples.prompts` come from it.")
+    ] = Path("data"),
+    model: Annotated[Path, typer.Option(help="The teacher (the final RL model).")] = Path(
+        "models/grpo_final"
+    ),
+    output: Annotated[
+        Path, typer.Option(help="Folder for the distillation data and one model per student.")
+    ] = Path("models/distill"),
+    metrics: MetricsOpt = None,
+) -> None:
+    """Stage `distill`: the teacher's verified answers fine-tune each student (R1's way).
+
+    Students are smaller pre-trained bases named in `distill.students`; each may also mix in
+    logit distillation (`kd`: forward or reverse KL at a temperature) when it shares the
+    teacher's tokenizer. Several students train in one run.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import distill as stage
+
+        summary = stage.run(_load(recipe, overrides), data, model, output, metrics)
+    kept = summary["teacher_samples"]["examples_kept"]
+    typer.echo(f"{output}: {kept} teacher examples; students: {', '.join(summary['students'])}")
 
 
 @app.command()

@@ -342,6 +342,30 @@ class SampleConfig(Strict):
         return value
 
 
+class KDConfig(Strict):
+    """Logit distillation mixed into SFT (teacher and student must share a tokenizer)."""
+
+    kind: Literal["forward", "reverse"] = "forward"
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the KL; 1 - alpha for CE")
+
+
+class StudentConfig(Strict):
+    """One student: its own (smaller, pre-trained) base, the SFT settings, optional KD."""
+
+    model: str = Field(description="the student's base model folder")
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    kd: KDConfig | None = None
+
+
+class DistillConfig(Strict):
+    """Stage `distill`: the teacher answers, verifiers filter, students are SFT'd (R1 §2.4)."""
+
+    teacher_samples: SampleConfig = Field(default_factory=SampleConfig)
+    students: dict[str, StudentConfig] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+
+
 class Recipe(Strict):
     """A whole R1 run: one section per stage of DESIGN.md."""
 
@@ -367,6 +391,10 @@ class Recipe(Strict):
         description="R1 stage 5: RL over reasoning prompts (rule rewards) and general prompts "
         "(a model-based reward when the recipe names one: task_rewards.chat.reward_model)",
     )
+    base_student: BaseConfig | None = Field(
+        None, description="a smaller base trained like `base`, for distillation students"
+    )
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
 
 

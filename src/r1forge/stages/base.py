@@ -17,6 +17,7 @@ from r1forge.config import Recipe, save_resolved
 from r1forge.data.chat import template_sha256
 from r1forge.data.general import general_pair
 from r1forge.data.jsonl import read_jsonl, read_manifest
+from r1forge.errors import ConfigError
 from r1forge.io import atomic_dir, code_revision, write_json_atomic
 from r1forge.progress import progress_bar
 from r1forge.stages.data import draw_problems, eval_path
@@ -147,12 +148,23 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def run(recipe: Recipe, data: Path, output: Path, metrics: Path | None = None) -> dict[str, Any]:
-    """Build or fetch the base model into `output` (atomically), with lineage and metrics."""
+def run(
+    recipe: Recipe, data: Path, output: Path, metrics: Path | None = None, section: str = "base"
+) -> dict[str, Any]:
+    """Build or fetch the base model into `output` (atomically), with lineage and metrics.
+
+    `section` names the recipe section to build from: `base`, or `base_student` (a smaller
+    base for distillation students, trained the same way on the same corpus).
+    """
+    if section != "base":
+        chosen = getattr(recipe, section, None)
+        if chosen is None:
+            raise ConfigError(f"the recipe has no `{section}` section")
+        recipe = recipe.model_copy(update={"base": chosen})
     with atomic_dir(output) as out:
         summary = _fetch_named(recipe, out) if recipe.base.model else _train_tiny(recipe, data, out)
         lineage = {
-            "stage": "base",
+            "stage": section,
             "datasets": dataset_hashes(
                 data, ["cold_start.jsonl", *[f"eval/{t}.jsonl" for t in sorted(recipe.data.tasks)]]
             ),
@@ -165,5 +177,5 @@ def run(recipe: Recipe, data: Path, output: Path, metrics: Path | None = None) -
         write_metadata(out, {"lineage": lineage, "metrics": summary})
         save_resolved(recipe, out / "config.yaml", section="base")
     if metrics is not None:
-        write_json_atomic(metrics, {"base": summary})
+        write_json_atomic(metrics, {section: summary})
     return summary

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from r1forge.config import Recipe
+from r1forge.config import Recipe, SampleConfig
 from r1forge.data.jsonl import read_manifest, write_jsonl
 from r1forge.io import sha256_file, write_json_atomic
 from r1forge.rejection import Candidate, pass_rate_ok, rejection_reasons, select
@@ -39,12 +39,19 @@ def _group_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run(
     recipe: Recipe, model: Path, data: Path, output: Path, metrics: Path | None = None
 ) -> dict[str, Any]:
+    """Stage `sample` with the recipe's `sample` section."""
+    stats = sample_dataset(recipe.sample, model, data, output)
+    if metrics is not None:
+        write_json_atomic(metrics, {"sample": stats})
+    return stats
+
+
+def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> dict[str, Any]:
     """Sample, filter and write the accepted completions of `model` as an SFT dataset."""
     from r1forge.progress import progress_bar
     from r1forge.rewards import score_batch
     from r1forge.rollout import Sampling
 
-    cfg = recipe.sample
     require_model_folder(model)
     _, tokenizer, engine = load_for_sampling(
         model, cfg.precision, cfg.threads, cfg.rollout_engine, cfg.seed
@@ -148,8 +155,6 @@ def run(
         "output_sha256": manifest["sha256"],
     }
     write_json_atomic(output.with_suffix(".stats.json"), stats)
-    if metrics is not None:
-        write_json_atomic(metrics, {"sample": stats})
     return stats
 
 

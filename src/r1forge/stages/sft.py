@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from r1forge.config import Recipe, SFTConfig
+from r1forge.config import KDConfig, Recipe, SFTConfig
 from r1forge.data.jsonl import read_jsonl, read_manifest
 from r1forge.errors import ConfigError, DataError
 from r1forge.progress import progress_bar
@@ -102,10 +102,16 @@ def run(
     output: Path,
     metrics: Path | None = None,
     resume: bool = False,
+    teacher: Path | None = None,
+    kd: KDConfig | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `model` on the stage's datasets from `data`; write the result to `output`."""
+    """Fine-tune `model` on the stage's datasets from `data`; write the result to `output`.
+
+    With `teacher` and `kd`, the loss mixes in the KL to the teacher's next-token
+    distributions (logit distillation; the two must share a tokenizer).
+    """
     from r1forge.train.engine import full_state_dict, init_distributed, use_bf16
-    from r1forge.train.sft import prepare_examples, train_sft
+    from r1forge.train.sft import distill_loss_module, prepare_examples, train_sft
 
     cfg: SFTConfig = getattr(recipe, stage)
     require_model_folder(model)
@@ -117,6 +123,18 @@ def run(
     if cfg.compile and dist.device.type == "cuda":
         compile_layers(net)
     prepared = prepare_examples(conversations, tokenizer, cfg)
+    loss_module = None
+    if teacher is not None and kd is not None:
+        plain = {"lora": None, "attn_implementation": "sdpa", "gradient_checkpointing": False}
+        teacher_net, teacher_tokenizer = _load_model(teacher, cfg.model_copy(update=plain), bf16)
+        if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(
+                f"logit distillation needs one tokenizer: {teacher} and {model} differ"
+            )
+        teacher_net.to(dist.device)
+        loss_module = distill_loss_module(
+            net, teacher_net, cfg.attn_implementation, kd.alpha, kd.temperature, kd.kind
+        )
     _, checkpoints, tracker = open_run(recipe, stage, output, resume, dist.main, cfg.tracking)
 
     def on_log(row: dict[str, Any]) -> None:
@@ -144,6 +162,7 @@ def run(
                 resume=resume,
                 on_log=on_log,
                 progress=advance,
+                loss_module=loss_module,
             )
         state = full_state_dict(engine)
         if dist.main:

@@ -40,6 +40,13 @@ def causal_lm_loss_sum(
     model: Any, batch: Batch, implementation: str, chunk: int = 2048
 ) -> tuple[Any, int]:
     """(sum of next-token losses over labelled tokens, number of labelled tokens) for a batch."""
+    selected, targets = labelled_hidden(model, batch, implementation)
+    head = model.get_output_embeddings()
+    return chunked_cross_entropy_sum(selected, head.weight, targets, chunk), batch.n_labels
+
+
+def labelled_hidden(model: Any, batch: Batch, implementation: str) -> tuple[Any, Any]:
+    """(final hidden states that predict a labelled token (N, H), those tokens (N,))."""
     import torch
 
     decoder = model.get_decoder()
@@ -58,4 +65,65 @@ def causal_lm_loss_sum(
     # the hidden state at position t predicts the token at t + 1
     selected = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch.label_index)
     targets = batch.labels[:, 1:].reshape(-1).index_select(0, batch.label_index)
-    return chunked_cross_entropy_sum(selected, head.weight, targets, chunk), batch.n_labels
+    return selected, targets
+
+
+def kl_per_position(
+    student_logits: Any, teacher_logits: Any, temperature: float = 1.0, kind: str = "forward"
+) -> Any:
+    """KL between teacher and student next-token distributions at a temperature, per row.
+
+    forward: KL(teacher || student), mass-covering (Hinton); reverse: KL(student ||
+    teacher), mode-seeking (MiniLLM). Scaled by T^2 so gradients keep their size across T.
+    """
+    import torch
+
+    s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if kind == "forward":
+        kl = (t.exp() * (t - s)).sum(-1)
+    elif kind == "reverse":
+        kl = (s.exp() * (s - t)).sum(-1)
+    else:
+        raise ValueError(f"unknown KL kind {kind!r}: forward or reverse")
+    return kl * temperature**2
+
+
+def distillation_loss_sum(
+    model: Any,
+    teacher: Any,
+    batch: Batch,
+    implementation: str,
+    *,
+    alpha: float,
+    temperature: float,
+    kind: str,
+    chunk: int = 2048,
+) -> Any:
+    """(1 - alpha) * next-token CE + alpha * KL to the teacher, summed over labelled tokens.
+
+    The teacher (same tokenizer) runs without gradients; the logits of both are made a
+    chunk of positions at a time, as for the plain loss.
+    """
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    selected, targets = labelled_hidden(model, batch, implementation)
+    weight = model.get_output_embeddings().weight
+    with torch.no_grad():
+        teacher_hidden, _ = labelled_hidden(teacher, batch, "sdpa")
+        teacher_weight = teacher.get_output_embeddings().weight
+
+    def chunk_kl(h: Any, th: Any) -> Any:
+        return kl_per_position(h @ weight.T, th @ teacher_weight.T, temperature, kind).sum()
+
+    kd = selected.new_zeros((), dtype=torch.float32)
+    for start in range(0, selected.shape[0], chunk):
+        h, th = selected[start : start + chunk], teacher_hidden[start : start + chunk]
+        kd = kd + (
+            checkpoint(chunk_kl, h, th, use_reentrant=False)
+            if torch.is_grad_enabled()
+            else chunk_kl(h, th)
+        )
+    ce = chunked_cross_entropy_sum(selected, weight, targets, chunk)
+    return (1 - alpha) * ce + alpha * kd

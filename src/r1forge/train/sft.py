@@ -32,7 +32,7 @@ from r1forge.train.engine import (
     use_bf16,
     warmup_cosine,
 )
-from r1forge.train.losses import causal_lm_loss_sum
+from r1forge.train.losses import causal_lm_loss_sum, distillation_loss_sum
 
 log = logging.getLogger("r1forge.sft")
 
@@ -51,6 +51,35 @@ def sft_loss_module(model: Any, implementation: str) -> Any:
             return loss
 
     return SFTLoss()
+
+
+def distill_loss_module(
+    model: Any, teacher: Any, implementation: str, alpha: float, temperature: float, kind: str
+) -> Any:
+    """Like `sft_loss_module`, mixing in the KL to a frozen teacher (not a submodule: the
+    engine must neither train nor save it)."""
+    import torch
+
+    teacher.requires_grad_(False).eval()
+
+    class DistillLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.frozen = [teacher]
+
+        def forward(self, *tensors: Any) -> Any:
+            return distillation_loss_sum(
+                self.model,
+                self.frozen[0],
+                Batch(*tensors),
+                implementation,
+                alpha=alpha,
+                temperature=temperature,
+                kind=kind,
+            )
+
+    return DistillLoss()
 
 
 @dataclass
@@ -171,10 +200,13 @@ def train_sft(
     resume: bool,
     on_log: Callable[[dict[str, Any]], None],
     progress: Callable[..., None] | None = None,
+    loss_module: Any | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train until the schedule's last step; returns (engine, summary).
 
     `checkpoints` is the folder for resumable checkpoints (None: keep none, e.g. benchmarks).
+    `loss_module` replaces the plain next-token loss (e.g. distillation's); its forward takes
+    a batch's tensors and returns the loss summed over labelled tokens.
     """
     import torch
 
@@ -187,7 +219,7 @@ def train_sft(
     parameters = [p for p in model.parameters() if p.requires_grad]
     grad_norm = None
     engine = build_engine(
-        sft_loss_module(model, cfg.attn_implementation),
+        loss_module or sft_loss_module(model, cfg.attn_implementation),
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         betas=cfg.betas,
