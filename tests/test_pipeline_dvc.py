@@ -72,7 +72,15 @@ def test_dvc_repro_skips_unchanged_stages(tmp_path: Path) -> None:
     assert "checkpoints on the held-out eval sets" in report
     summary = json.loads((ws / "metrics/summary.json").read_text())
     names = [row["name"] for row in summary["checkpoints"]]
-    assert names == ["sft_cold_start", "grpo_reasoning", "sft_merged", "grpo_final"]
+    assert names == [
+        "sft_cold_start",
+        "grpo_reasoning",
+        "sft_merged",
+        "grpo_final",
+        "grpo_student",
+        "distill/small",
+        "distill/small_kd",
+    ]
     for row in summary["checkpoints"]:
         assert set(row) == {
             "name",

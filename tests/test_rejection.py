@@ -100,3 +100,10 @@ def test_sample_cli_writes_a_valid_sft_dataset(ci_data: Path, tmp_path: Path) ->
         assert out.read_text() == ""
     bad = run_cli("sample", "--model", str(tmp_path / "none"), "--output", str(out), check=False)
     assert bad.returncode != 0 and "none" in bad.stderr
+
+
+def test_checks_choose_the_filters() -> None:
+    wrong_and_long = cand(correct=0.0, truncated=True)
+    assert rejection_reasons(wrong_and_long, max_tokens=96) == ["incorrect", "overlong"]
+    assert rejection_reasons(wrong_and_long, max_tokens=96, checks=["overlong"]) == ["overlong"]
+    assert rejection_reasons(wrong_and_long, max_tokens=96, checks=[]) == []

@@ -334,7 +334,8 @@ def sft(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,
     stage: Annotated[
-        str, typer.Option(help="Recipe section to run: sft_cold_start or sft_merged.")
+        str,
+        typer.Option(help="Recipe section to run: sft_cold_start, sft_merged or sft_student."),
     ] = "sft_cold_start",
     data: Annotated[
         Path, typer.Option(help="Datasets folder; the section's `datasets` are read from it.")
@@ -355,7 +356,7 @@ def sft(
     """
     summary = _run_training_stage(
         "sft",
-        ("sft_cold_start", "sft_merged"),
+        ("sft_cold_start", "sft_merged", "sft_student"),
         recipe,
         overrides,
         stage,
@@ -377,7 +378,8 @@ def grpo(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,
     stage: Annotated[
-        str, typer.Option(help="Recipe section to run: grpo_reasoning or grpo_final.")
+        str,
+        typer.Option(help="Recipe section to run: grpo_reasoning, grpo_final or grpo_student."),
     ] = "grpo_reasoning",
     data: Annotated[
         Path, typer.Option(help="Datasets folder: the section's `prompts` and eval/*.jsonl.")
@@ -399,7 +401,7 @@ def grpo(
     """
     summary = _run_training_stage(
         "grpo",
-        ("grpo_reasoning", "grpo_final"),
+        ("grpo_reasoning", "grpo_final", "grpo_student"),
         recipe,
         overrides,
         stage,
@@ -497,6 +499,11 @@ def report(
         path = metrics / f"eval_{name}.json"
         if path.is_file():
             reports[name] = json.loads(path.read_text(encoding="utf-8"))["evaluate"]
+    distilled = metrics / "distill.json"
+    if distilled.is_file():
+        students = json.loads(distilled.read_text(encoding="utf-8"))["distill"]["students"]
+        for name, result in students.items():
+            reports[f"distill/{name}"] = result["eval"]
     if reports:
         rows = summary(reports)
         checkpoints = Table(title="checkpoints on the held-out eval sets (k samples, T=0.6)")

@@ -327,6 +327,29 @@ class SampleConfig(Strict):
     near_dup_threshold: float = Field(0.9, gt=0, le=1)
     max_paragraph_chars: int = Field(1200, ge=1)
     allow_code_in_think: bool = False
+    checks: list[
+        Literal[
+            "incorrect",
+            "malformed",
+            "mixed_language",
+            "overlong",
+            "degenerate",
+            "code_in_think",
+            "long_paragraph",
+        ]
+    ] = Field(
+        default_factory=lambda: [
+            "incorrect",
+            "malformed",
+            "mixed_language",
+            "overlong",
+            "degenerate",
+            "code_in_think",
+            "long_paragraph",
+        ],
+        description="the filters applied (all by default; general prompts have no verifier, "
+        "so a general-data set drops `incorrect`)",
+    )
     limit: int | None = Field(None, ge=1, description="first N prompts of each file")
     seed: int = 0
     rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
@@ -395,6 +418,12 @@ class Recipe(Strict):
         None, description="a smaller base trained like `base`, for distillation students"
     )
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    sft_student: SFTConfig | None = Field(
+        None, description="the comparison of R1's Table 6: the student's own cold-start SFT"
+    )
+    grpo_student: GRPOConfig | None = Field(
+        None, description="... then GRPO on the student, with as many RL prompts as the teacher's"
+    )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
 
 

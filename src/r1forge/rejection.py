@@ -36,14 +36,26 @@ def degenerate(text: str, ngram: int = 4, min_unique: float = 0.3) -> bool:
     return len(set(grams)) / len(grams) < min_unique
 
 
+REASONS = (
+    "incorrect",
+    "malformed",
+    "mixed_language",
+    "overlong",
+    "degenerate",
+    "code_in_think",
+    "long_paragraph",
+)
+
+
 def rejection_reasons(
     candidate: Candidate,
     *,
     max_tokens: int,
     max_paragraph_chars: int = 1200,
     allow_code_in_think: bool = False,
+    checks: Sequence[str] = REASONS,
 ) -> list[str]:
-    """Why a completion is refused; an empty list keeps it."""
+    """Why a completion is refused (among the `checks` applied); an empty list keeps it."""
     reasons = []
     if candidate.correct < 1.0:
         reasons.append("incorrect")
@@ -60,7 +72,7 @@ def rejection_reasons(
         reasons.append("code_in_think")
     if any(len(p) > max_paragraph_chars for p in think.split("\n\n")):
         reasons.append("long_paragraph")
-    return reasons
+    return [r for r in reasons if r in checks]
 
 
 def select(texts: Sequence[str], lengths: Sequence[int], n: int, near: float = 0.9) -> list[int]:

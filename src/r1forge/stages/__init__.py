@@ -48,7 +48,7 @@ GRPO_CODE = (
     "src/r1forge/rollout",
     "src/r1forge/rewards",
 )
-EVALUATED = ("sft_cold_start", "grpo_reasoning", "sft_merged", "grpo_final")
+EVALUATED = ("sft_cold_start", "grpo_reasoning", "sft_merged", "grpo_final", "grpo_student")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -122,6 +122,50 @@ STAGES: tuple[Stage, ...] = (
         params=("grpo_final",),
         code=GRPO_CODE,
         section="grpo_final",
+    ),
+    Stage(
+        name="base_student",
+        kind="base",
+        summary="a smaller base for the students, trained like the base",
+        output="models/base_student",
+        inputs={"data": "data"},
+        params=("base_student", "data.tasks"),
+        code=(
+            "src/r1forge/stages/base.py",
+            "src/r1forge/models.py",
+            "src/r1forge/train/pretrain.py",
+        ),
+        section="base_student",
+    ),
+    Stage(
+        name="distill",
+        kind="distill",
+        summary="the final model's verified answers fine-tune each student (and evaluate it)",
+        output="models/distill",
+        inputs={"data": "data", "model": "models/grpo_final"},
+        params=("distill", "evaluate"),
+        code=("src/r1forge/stages/distill.py", "src/r1forge/stages/sample.py", "src/r1forge/train"),
+        deps=("models/base_student",),
+    ),
+    Stage(
+        name="sft_student",
+        kind="sft",
+        summary="R1 Table 6's other arm: the student's own cold-start SFT ...",
+        output="models/sft_student",
+        inputs={"data": "data", "model": "models/base_student"},
+        params=("sft_student",),
+        code=("src/r1forge/stages/sft.py", "src/r1forge/train"),
+        section="sft_student",
+    ),
+    Stage(
+        name="grpo_student",
+        kind="grpo",
+        summary="... then GRPO on the student with as many RL prompts as the teacher had",
+        output="models/grpo_student",
+        inputs={"data": "data", "model": "models/sft_student"},
+        params=("grpo_student",),
+        code=GRPO_CODE,
+        section="grpo_student",
     ),
     *(
         Stage(

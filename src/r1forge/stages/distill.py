@@ -59,6 +59,15 @@ def run(
                 teacher=teacher if student.kd else None,
                 kd=student.kd,
             )
+        # each student on the recipe's eval sets, as `r1forge evaluate` would
+        from r1forge.stages import evaluate
+
+        files = evaluate.eval_files(recipe.evaluate, data)
+        for name in cfg.students:
+            report = evaluate.run(recipe, tmp / name, files, tmp / name / "eval")
+            summary["students"][name]["eval"] = {
+                k: v for k, v in report.items() if k not in ("per_task", "per_difficulty", "model")
+            }
         write_json_atomic(tmp / "summary.json", summary)
     if metrics is not None:
         write_json_atomic(metrics, {"distill": summary})

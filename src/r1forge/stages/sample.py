@@ -92,6 +92,7 @@ def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> 
                         max_tokens=cfg.max_new_tokens,
                         max_paragraph_chars=cfg.max_paragraph_chars,
                         allow_code_in_think=cfg.allow_code_in_think,
+                        checks=cfg.checks,
                     )
                     refused.update(reasons)
                     if not reasons:
