@@ -9,6 +9,7 @@ every scored sample.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,6 @@ def run(
     report: dict[str, Any] = {**report_block(every), "model": str(model)}
     if len(per_file) > 1:
         report.update({name: report_block(rows) for name, rows in per_file.items()})
-    import json
-
     with atomic_dir(output) as tmp:
         write_json_atomic(tmp / "metrics.json", report)
         with (tmp / "samples.jsonl").open("w", encoding="utf-8") as f:
