@@ -445,6 +445,76 @@ def stages_dvc_yaml(
     typer.echo(yaml.safe_dump(dvc_yaml(recipe), sort_keys=False), nl=False)
 
 
+pipeline_app = typer.Typer(
+    help="The recipe as a Kubeflow pipeline: compile it, run it here (kfp.local), submit it.",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="KFP YAML to write.")] = Path(
+        "pipeline.yaml"
+    ),
+) -> None:
+    """Compile the recipe's pipeline (every stage a component in the training image)."""
+    with _user_errors():
+        from pipelines.r1_pipeline import compile_pipeline
+
+        compile_pipeline(recipe, output, overrides)
+    typer.echo(f"compiled {recipe} -> {output}")
+
+
+@pipeline_app.command("run-local")
+def pipeline_run_local(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    root: Annotated[Path, typer.Option(help="Where kfp.local keeps the run's artifacts.")] = Path(
+        ".kfp-local"
+    ),
+) -> None:
+    """Run the compiled DAG on this machine with kfp.local's SubprocessRunner (this Python)."""
+    _setup_logging()
+    with _user_errors():
+        from kfp import local
+
+        from pipelines.r1_pipeline import build
+
+        root.mkdir(parents=True, exist_ok=True)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root.resolve()))
+        build(recipe, overrides)()
+    typer.echo(f"pipeline finished; artifacts under {root}")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. https://kfp.example.com")],
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "r1forge",
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: recipe name).")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token (or $KFP_TOKEN).")
+    ] = None,
+) -> None:
+    """Compile, upload and start a run on a Kubeflow Pipelines cluster."""
+    with _user_errors():
+        import tempfile
+
+        from r1forge.orchestration.submit import submit
+
+        with tempfile.TemporaryDirectory() as tmp:
+            package = Path(tmp) / "pipeline.yaml"
+            from pipelines.r1_pipeline import compile_pipeline
+
+            compile_pipeline(recipe, package, overrides)
+            run_id = submit(host, package, _load(recipe, overrides), experiment, run_name, token)
+    typer.echo(f"submitted run {run_id} to {host}")
+
+
 @app.command()
 def report(
     metrics: Annotated[Path, typer.Option(help="Folder of per-stage metrics JSON files.")] = Path(

@@ -21,13 +21,21 @@ class Strict(BaseModel):
 
 
 class Resources(Strict):
-    """What a stage asks of the cluster; ignored on a laptop."""
+    """What a stage asks of the cluster (its pipeline task, or its TrainJob when nodes > 1);
+    ignored on a laptop."""
 
     gpus: int = Field(0, ge=0)
-    gpu_type: str | None = None
-    nodes: int = Field(1, ge=1)
+    gpu_type: str | None = Field(
+        None, description="accelerator type, e.g. nvidia.com/gpu (default when gpus > 0)"
+    )
+    nodes: int = Field(1, ge=1, description="more than 1: the stage runs as a TrainJob")
     cpu: str = "2"
     memory: str = "8Gi"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    timeout_s: int | None = Field(None, ge=1)
+    retries: int = Field(0, ge=0)
+    caching: bool = True
 
 
 class TaskSpec(Strict):
@@ -389,6 +397,25 @@ class DistillConfig(Strict):
     resources: Resources = Field(default_factory=Resources)
 
 
+class PipelineConfig(Strict):
+    """How the recipe runs as a Kubeflow pipeline on a cluster."""
+
+    name: str = "r1forge"
+    image: str | None = Field(None, description="training image; default: the release's")
+    namespace: str = "kubeflow"
+    secrets: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Kubernetes secret -> {key: ENV_VAR}, e.g. W&B key, hub token, storage",
+    )
+    model_cache_pvc: str | None = Field(None, description="PVC mounted at model_cache_path")
+    model_cache_path: str = "/models"
+    shared_pvc: str | None = Field(
+        None, description="PVC shared by multi-node jobs (checkpoints, so a retry resumes)"
+    )
+    job_api: Literal["trainjob", "pytorchjob"] = "trainjob"
+    gate_min_pass_at_1: float = Field(0.0, ge=0, le=1)
+
+
 class Recipe(Strict):
     """A whole R1 run: one section per stage of DESIGN.md."""
 
@@ -425,6 +452,7 @@ class Recipe(Strict):
         None, description="... then GRPO on the student, with as many RL prompts as the teacher's"
     )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -8,6 +8,7 @@ continues exactly; the final model folder is assembled under a temp name and swa
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def load_conversations(
 
     sets, hashes = {}, {}
     for name in cfg.datasets:
-        path = data / name
+        path = Path(os.path.normpath(data / name))  # `../x` is a sibling of `data`, links or not
         manifest = read_manifest(path)
         hashes[name] = manifest["sha256"]
         if manifest["count"] == 0:  # e.g. rejection sampling kept nothing: say so, go on

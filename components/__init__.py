@@ -1,0 +1,1 @@
+"""One Kubeflow Pipelines component per recipe stage (see `components.stages`)."""

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of the recipe (see `pipelines.r1_pipeline`)."""

@@ -1,0 +1,165 @@
+"""What each Kubeflow pipeline task does inside its container: rebuild the recipe, run the
+stage module on the task's artifact paths, and report to KFP (Metrics, Markdown).
+
+The components in `components/` are one-line wrappers over these functions, so the logic is
+importable, testable and the same as the CLI's.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from r1forge.config import Recipe, load_recipe
+
+
+def recipe_of(text: str, overrides: list[str] | None = None) -> Recipe:
+    """The recipe a pipeline was compiled with (its YAML text is a pipeline parameter)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        handle.write(text)
+    try:
+        return load_recipe(handle.name, list(overrides or []))
+    finally:
+        Path(handle.name).unlink()
+
+
+def numbers(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a summary, flattened with '/' (what KFP's Metrics can show)."""
+    out: dict[str, float] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[name] = float(value)
+        elif isinstance(value, dict):
+            out.update(numbers(value, f"{name}/"))
+    return out
+
+
+def report(metrics: Any, markdown: Any, title: str, summary: dict[str, Any]) -> None:
+    """Log the summary's numbers to a KFP Metrics artifact and a Markdown table."""
+    flat = numbers(summary)
+    for name, value in flat.items():
+        metrics.log_metric(name, value)
+    lines = [f"## {title}", "", "| metric | value |", "| --- | ---: |"]
+    lines += [f"| {name} | {value:.4g} |" for name, value in flat.items()]
+    Path(markdown.path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_stage(
+    kind: str, section: str, recipe_text: str, overrides: list[str], **paths: str
+) -> dict[str, Any]:
+    """Run stage `kind` (recipe section `section`) on the task's paths; returns its summary.
+
+    A training stage whose resources ask for several nodes is submitted as a TrainJob (or
+    PyTorchJob) instead, and this task waits for it.
+    """
+    recipe = recipe_of(recipe_text, overrides)
+    config = getattr(recipe, section, None)
+    resources = getattr(config, "resources", None)
+    if kind in ("sft", "grpo") and resources is not None and resources.nodes > 1:
+        return _run_as_job(recipe, kind, section, recipe_text, overrides, paths)
+    p = {name: Path(value) for name, value in paths.items()}
+    if kind == "data":
+        from r1forge.stages import data
+
+        return data.run(recipe, p["output"])
+    if kind == "base":
+        from r1forge.stages import base
+
+        return base.run(recipe, p["data"], p["output"], section=section)
+    if kind in ("sft", "grpo"):
+        from importlib import import_module
+
+        module = import_module(f"r1forge.stages.{kind}")
+        data_dir = p["data"]
+        if "synthetic" in p:  # sft_merged names ../synthetic/…: lay the artifacts out so
+            data_dir = _workspace(p["data"], p["synthetic"]) / "data"
+        return module.run(recipe, section, data_dir, p["model"], p["output"])
+    if kind == "distill_data":
+        from r1forge.stages import distill
+
+        return distill.teacher_dataset(recipe, p["data"], p["model"], p["output"])
+    if kind == "student":
+        from r1forge.stages import distill
+
+        name = paths["student"]
+        students = dict(recipe.distill.students)
+        students[name] = students[name].model_copy(update={"model": str(p["student_base"])})
+        recipe = recipe.model_copy(
+            update={"distill": recipe.distill.model_copy(update={"students": students})}
+        )
+        return distill.train_student(
+            recipe, name, p["distill_data"], p["data"], p["teacher"], p["output"]
+        )
+    if kind == "sample":
+        from r1forge.stages import sample
+
+        p["output"].mkdir(parents=True, exist_ok=True)
+        return sample.run(recipe, p["model"], p["data"], p["output"] / "reasoning.jsonl")
+    if kind == "evaluate":
+        from r1forge.stages import evaluate
+
+        files = evaluate.eval_files(recipe.evaluate, p["data"])
+        return evaluate.run(recipe, p["model"], files, p["output"])
+    raise ValueError(f"no pipeline task for stage kind {kind!r}")
+
+
+def _workspace(data: Path, synthetic: Path) -> Path:
+    """A folder holding `data/` and `synthetic/` side by side (links to the two artifacts)."""
+    root = Path(tempfile.mkdtemp(prefix="r1forge-ws-"))
+    (root / "data").symlink_to(data.resolve(), target_is_directory=True)
+    (root / "synthetic").symlink_to(synthetic.resolve(), target_is_directory=True)
+    return root
+
+
+def _run_as_job(
+    recipe: Recipe,
+    kind: str,
+    section: str,
+    recipe_text: str,
+    overrides: list[str],
+    paths: dict[str, str],
+) -> dict[str, Any]:
+    """Hand a multi-node stage to the cluster's training operator; wait; read its summary.
+
+    Its inputs and outputs must live on the shared volume (`pipeline.shared_pvc`), which every
+    node mounts at the same path, so checkpoints there let a retried job resume.
+    """
+    from r1forge.orchestration import TRAIN_IMAGE
+    from r1forge.orchestration.k8s import pytorchjob_manifest, submit_and_wait, trainjob_manifest
+
+    cfg = recipe.pipeline
+    if not cfg.shared_pvc:
+        raise ValueError(
+            f"{section}: several nodes need pipeline.shared_pvc for data and checkpoints"
+        )
+    shared = Path(cfg.model_cache_path) / "runs" / section
+    recipe_file = shared / "recipe.yaml"
+    recipe_file.parent.mkdir(parents=True, exist_ok=True)
+    recipe_file.write_text(recipe_text, encoding="utf-8")
+    output = shared / "model"
+    args = [kind, "--recipe", str(recipe_file), "--stage", section, "--data", paths["data"]]
+    args += ["--model", paths["model"], "--output", str(output), "--resume"]
+    args += [x for item in overrides for x in ("--set", item)]
+    build = trainjob_manifest if cfg.job_api == "trainjob" else pytorchjob_manifest
+    resources = getattr(recipe, section).resources
+    manifest = build(
+        f"r1forge-{section.replace('_', '-')}",
+        cfg.namespace,
+        cfg.image or TRAIN_IMAGE,
+        args,
+        resources,
+        secrets=cfg.secrets,
+        volume_claim=cfg.shared_pvc,
+        mount_path=cfg.model_cache_path,
+        deadline_s=resources.timeout_s,
+    )
+    submit_and_wait(manifest)
+    import shutil
+
+    shutil.copytree(output, paths["output"], dirs_exist_ok=True)
+    return json.loads((output / "r1forge.json").read_text(encoding="utf-8"))["metrics"]
