@@ -256,3 +256,10 @@ def load_recipe_text(text: str) -> Any:
     from r1forge.orchestration.tasks import recipe_of
 
     return recipe_of(text)
+
+
+def test_committed_rbac_is_the_generated_one() -> None:
+    committed = list(yaml.safe_load_all((ROOT / "pipelines/rbac.yaml").read_text()))
+    assert committed == rbac_manifests("kubeflow")
+    printed = run_cli("pipeline", "rbac", "--namespace", "kubeflow").stdout
+    assert list(yaml.safe_load_all(printed)) == committed

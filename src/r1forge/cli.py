@@ -489,6 +489,18 @@ def pipeline_run_local(
     typer.echo(f"pipeline finished; artifacts under {root}")
 
 
+@pipeline_app.command("rbac")
+def pipeline_rbac(
+    namespace: Annotated[str, typer.Option(help="Namespace the pipeline runs in.")] = "kubeflow",
+) -> None:
+    """Print the ServiceAccount, Role and RoleBinding a pipeline needs to submit TrainJobs."""
+    import yaml
+
+    from r1forge.orchestration.k8s import rbac_manifests
+
+    typer.echo(yaml.safe_dump_all(rbac_manifests(namespace), sort_keys=False), nl=False)
+
+
 @pipeline_app.command("submit")
 def pipeline_submit(
     host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. https://kfp.example.com")],
