@@ -22,10 +22,11 @@ def data_op(
     card: Output[Markdown],
 ):
     """Stage `data`: the recipe's datasets."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage("data", "data", recipe, overrides, output=data.path)
     report(metrics, card, "data", summary)
+    record_lineage(data)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -39,10 +40,11 @@ def base_op(
     card: Output[Markdown],
 ):
     """Stages `base` / `base_student`: the named model, or the tiny one trained here."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage("base", section, recipe, overrides, data=data.path, output=model.path)
     report(metrics, card, section, summary)
+    record_lineage(model)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -57,12 +59,13 @@ def sft_op(
     card: Output[Markdown],
 ):
     """Stages `sft_cold_start` / `sft_student`: SFT on DeepSpeed (a TrainJob when nodes > 1)."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage(
         "sft", section, recipe, overrides, data=data.path, model=model_in.path, output=model.path
     )
     report(metrics, card, section, summary)
+    record_lineage(model)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -77,7 +80,7 @@ def sft_merged_op(
     card: Output[Markdown],
 ):
     """Stage `sft_merged`: SFT from the base on the sampled reasoning mixed with general data."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage(
         "sft",
@@ -90,6 +93,7 @@ def sft_merged_op(
         output=model.path,
     )
     report(metrics, card, "sft_merged", summary)
+    record_lineage(model)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -104,12 +108,13 @@ def grpo_op(
     card: Output[Markdown],
 ):
     """Stages `grpo_reasoning` / `grpo_final` / `grpo_student`: GRPO (a TrainJob when nodes > 1)."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage(
         "grpo", section, recipe, overrides, data=data.path, model=model_in.path, output=model.path
     )
     report(metrics, card, section, summary)
+    record_lineage(model)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -123,7 +128,7 @@ def sample_op(
     card: Output[Markdown],
 ):
     """Stage `sample`: rejection sampling into an SFT dataset with acceptance statistics."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage(
         "sample",
@@ -135,6 +140,7 @@ def sample_op(
         output=synthetic.path,
     )
     report(metrics, card, "sample", summary)
+    record_lineage(synthetic)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -148,7 +154,7 @@ def distill_data_op(
     card: Output[Markdown],
 ):
     """Stage `distill`, first half: the teacher's verified answers."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage(
         "distill_data",
@@ -160,6 +166,7 @@ def distill_data_op(
         output=distill_data.path,
     )
     report(metrics, card, "distill data", summary)
+    record_lineage(distill_data)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -176,7 +183,7 @@ def student_op(
     card: Output[Markdown],
 ) -> float:
     """Stage `distill`, per student: SFT (and KD) on the teacher's answers, then evaluation."""
-    from r1forge.orchestration.tasks import report, run_stage
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
     summary = run_stage(
         "student",
@@ -191,6 +198,7 @@ def student_op(
         output=model.path,
     )
     report(metrics, card, f"student {student}", summary)
+    record_lineage(model)
     return float(summary["eval"]["pass@1"])
 
 

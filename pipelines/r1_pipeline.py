@@ -22,7 +22,8 @@ from r1forge.config import Recipe, Resources, load_recipe
 
 
 def configure(task: Any, res: Resources, recipe: Recipe, name: str) -> Any:
-    """Apply a stage's resources and the pipeline's cluster settings to its task."""
+    """Apply a stage's resources and the pipeline's cluster settings to its task, named after
+    its stage in `r1forge.stages.STAGES` (a test keeps the two lists in step)."""
     task.set_display_name(name)
     task.set_cpu_request(res.cpu).set_memory_request(res.memory)
     if res.gpus:
@@ -81,7 +82,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
             task = ops.evaluate_op(
                 **common, checkpoint=name, data=data.outputs["data"], model_in=model
             )
-            evals[name] = configure(task, recipe.evaluate.resources, recipe, f"evaluate {name}")
+            evals[name] = configure(task, recipe.evaluate.resources, recipe, f"eval_{name}")
             return evals[name]
 
         cold = configure(
@@ -93,7 +94,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
             ),
             recipe.sft_cold_start.resources,
             recipe,
-            "cold-start SFT",
+            "sft_cold_start",
         )
         evaluate("sft_cold_start", cold.outputs["model"])
         reasoning = configure(
@@ -105,14 +106,14 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
             ),
             recipe.grpo_reasoning.resources,
             recipe,
-            "reasoning RL (GRPO)",
+            "grpo_reasoning",
         )
         evaluate("grpo_reasoning", reasoning.outputs["model"])
         sampled = configure(
             ops.sample_op(**common, data=data.outputs["data"], model_in=reasoning.outputs["model"]),
             recipe.sample.resources,
             recipe,
-            "rejection sampling",
+            "sample",
         )
         merged = configure(
             ops.sft_merged_op(
@@ -123,7 +124,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
             ),
             recipe.sft_merged.resources,
             recipe,
-            "merged SFT",
+            "sft_merged",
         )
         evaluate("sft_merged", merged.outputs["model"])
         final = configure(
@@ -135,7 +136,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
             ),
             recipe.grpo_final.resources,
             recipe,
-            "final RL",
+            "grpo_final",
         )
         final_eval = evaluate("grpo_final", final.outputs["model"])
         if students and has_student_arm:
@@ -143,7 +144,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                 ops.base_op(**common, section="base_student", data=data.outputs["data"]),
                 recipe.base_student.resources,
                 recipe,
-                "student base",
+                "base_student",
             )
             teacher_data = configure(
                 ops.distill_data_op(
@@ -151,7 +152,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                 ),
                 recipe.distill.resources,
                 recipe,
-                "distillation data",
+                "distill",
             )
             with dsl.ParallelFor(items=students, name="students") as student:
                 configure(
@@ -165,7 +166,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                     ),
                     recipe.distill.resources,
                     recipe,
-                    "distil a student",
+                    "distill_student",
                 )
             if recipe.sft_student and recipe.grpo_student:
                 own_cold = configure(
@@ -177,7 +178,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                     ),
                     recipe.sft_student.resources,
                     recipe,
-                    "student cold start",
+                    "sft_student",
                 )
                 own_rl = configure(
                     ops.grpo_op(
@@ -188,7 +189,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                     ),
                     recipe.grpo_student.resources,
                     recipe,
-                    "student RL",
+                    "grpo_student",
                 )
                 evaluate("grpo_student", own_rl.outputs["model"])
         with dsl.If(
@@ -199,7 +200,7 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                 checkpoint="grpo_final",
                 pass_at_1=final_eval.outputs["Output"],
                 model_in=final.outputs["model"],
-            ).set_display_name("promotion candidate")
+            ).set_display_name("promotion_candidate")
 
     return r1
 

@@ -263,3 +263,26 @@ def test_committed_rbac_is_the_generated_one() -> None:
     assert committed == rbac_manifests("kubeflow")
     printed = run_cli("pipeline", "rbac", "--namespace", "kubeflow").stdout
     assert list(yaml.safe_load_all(printed)) == committed
+
+
+def task_names(spec: dict[str, Any]) -> set[str]:
+    """Every task's display name in a compiled pipeline, loops and conditions included."""
+    names = {t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
+    for component in spec["components"].values():
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            names.add(task["taskInfo"]["name"])
+    return names
+
+
+def test_one_list_of_stages_for_dvc_kfp_and_the_cli(tmp_path: Path) -> None:
+    from r1forge.stages import STAGES
+
+    out = tmp_path / "p.yaml"
+    run_cli("pipeline", "compile", "--recipe", str(ROOT / "recipes/ci.yaml"), "-o", str(out))
+    names = task_names(next(yaml.safe_load_all(out.read_text())))
+    missing = {s.name for s in STAGES} - names
+    assert not missing, f"stages with no pipeline task: {missing}"
+    extra = {"distill_student", "promotion_candidate", "students", "promotion-gate"}
+    assert names - {s.name for s in STAGES} <= extra  # the loop, the gate and what they hold
+    for kind in sorted({s.kind for s in STAGES}):
+        assert run_cli(kind, "--help").returncode == 0

@@ -49,6 +49,23 @@ def report(metrics: Any, markdown: Any, title: str, summary: dict[str, Any]) -> 
     Path(markdown.path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def record_lineage(artifact: Any) -> None:
+    """Copy what traces an artifact to its data into its KFP metadata: a model folder's
+    lineage (dataset sha256s, base model, code revision), a dataset folder's manifests."""
+    from r1forge.io import code_revision
+
+    folder = Path(artifact.path)
+    meta = folder / "r1forge.json"
+    if meta.is_file():
+        artifact.metadata["lineage"] = json.loads(meta.read_text(encoding="utf-8"))["lineage"]
+        return
+    manifests = {}
+    for path in sorted(folder.rglob("*.manifest.json")) if folder.is_dir() else []:
+        manifests[str(path.relative_to(folder))] = json.loads(path.read_text())["sha256"]
+    artifact.metadata["dataset_sha256"] = manifests
+    artifact.metadata["code_revision"] = code_revision()
+
+
 def run_stage(
     kind: str, section: str, recipe_text: str, overrides: list[str], **paths: str
 ) -> dict[str, Any]:
