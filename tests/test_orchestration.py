@@ -1,7 +1,7 @@
 """The recipe on Kubernetes: the compiled KFP pipeline, TrainJob/PyTorchJob manifests, RBAC,
 and the KFP client calls. No Kubernetes API server or KFP backend runs here: job submission
 and the client are exercised against fakes (marked below); the pipeline itself runs for real
-under kfp.local in `test_pipeline_runs_locally`."""
+under kfp.local in tests/test_pipeline_dvc.py, beside `dvc repro` of the same recipe."""
 
 from __future__ import annotations
 
@@ -219,43 +219,6 @@ def test_compiled_pipeline_carries_cluster_settings(tmp_path: Path) -> None:
     assert grpo_k8s["secretAsEnv"][0]["secretName"] == "wandb"
     assert grpo_k8s["pvcMount"][0]["mountPath"] == "/models"
     assert run_cli("pipeline", "--help").returncode == 0
-
-
-@pytest.mark.slow
-def test_pipeline_runs_locally(tmp_path: Path) -> None:
-    """The compiled DAG end to end under kfp.local (SubprocessRunner) on the ci recipe."""
-    root = tmp_path / "kfp"
-    proc = run_cli(
-        "pipeline", "run-local", "--recipe", str(ROOT / "recipes/ci.yaml"), "--root", str(root)
-    )
-    assert "pipeline finished" in proc.stdout
-    cards = list(root.rglob("card"))
-    assert any("Promotion candidate: grpo_final" in c.read_text() for c in cards if c.is_file())
-    students = [p for p in root.rglob("r1forge.json") if "student-op" in str(p)]
-    assert len(students) == 2  # one task per student of the ParallelFor
-
-
-def test_compiled_package_is_one_clean_yaml_stream(tmp_path: Path) -> None:
-    """KFP copies parameter defaults into a header comment: the recipe must stay one line."""
-    out = tmp_path / "p.yaml"
-    run_cli("pipeline", "compile", "--recipe", str(ROOT / "recipes/tiny.yaml"), "-o", str(out))
-    spec = next(yaml.safe_load_all(out.read_text()))
-    assert set(spec) <= {
-        "components",
-        "deploymentSpec",
-        "pipelineInfo",
-        "root",
-        "schemaVersion",
-        "sdkVersion",
-    }
-    default = spec["root"]["inputDefinitions"]["parameters"]["recipe_yaml"]["defaultValue"]
-    assert load_recipe_text(default).name == "tiny"
-
-
-def load_recipe_text(text: str) -> Any:
-    from r1forge.orchestration.tasks import recipe_of
-
-    return recipe_of(text)
 
 
 def test_committed_rbac_is_the_generated_one() -> None:

@@ -1,4 +1,6 @@
-"""The recipe as a DVC pipeline: generated from the stage registry, reruns only what changed."""
+"""The recipe as a DVC pipeline and as a KFP pipeline: generated from the stage registry,
+reruns only what changed, round-trips a DVC remote, traces models to their data, and the
+kfp.local run of the same recipe ends with the same metrics as `dvc repro`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from r1forge.io import sha256_file
 from r1forge.stages import STAGES, dvc_yaml
 
 from .conftest import ROOT, child_env, run_cli
@@ -29,44 +32,99 @@ def _run(cmd: list[str], cwd: Path) -> str:
     env = child_env(
         {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     )
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"{cmd} failed\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-def test_dvc_repro_skips_unchanged_stages(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
+def dvc(ws: Path, *args: str) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], ws)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC workspace of the ci recipe, reproduced once for the module's tests."""
+    root = tmp_path_factory.mktemp("dvc")
+    ws = root / "ws"
     shutil.copytree(
         ROOT / "src", ws / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     (ws / "recipes").mkdir()
-    recipe = ws / "recipes/ci.yaml"
-    shutil.copy(ROOT / "recipes/ci.yaml", recipe)
+    shutil.copy(ROOT / "recipes/ci.yaml", ws / "recipes/ci.yaml")
     (ws / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml("recipes/ci.yaml"), sort_keys=False))
     _run(["git", "init", "-q"], ws)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], ws)
-    _run([sys.executable, "-m", "dvc", "config", "core.site_cache_dir", str(tmp_path / "site")], ws)
-
-    first = _run([sys.executable, "-m", "dvc", "repro"], ws)
+    dvc(ws, "init", "-q")
+    dvc(ws, "config", "core.site_cache_dir", str(root / "site"))
+    first = dvc(ws, "repro")
     assert "Running stage 'data'" in first and "Running stage 'base'" in first
-    assert (ws / "models/base/model.safetensors").is_file() and (ws / "metrics/base.json").is_file()
+    return ws
 
-    second = _run([sys.executable, "-m", "dvc", "repro"], ws)
+
+@pytest.mark.slow
+def test_kfp_local_run_ends_with_the_metrics_of_dvc_repro(ws: Path, tmp_path: Path) -> None:
+    """The compiled DAG under kfp.local (SubprocessRunner), promotion gate included."""
+    root = tmp_path / "kfp"
+    proc = run_cli(
+        "pipeline", "run-local", "--recipe", str(ws / "recipes/ci.yaml"), "--root", str(root)
+    )
+    assert "pipeline finished" in proc.stdout
+    cards = [c for c in root.rglob("card") if c.is_file()]
+    assert any("Promotion candidate: grpo_final" in c.read_text() for c in cards)
+    students = {p.parent for p in root.rglob("r1forge.json") if "student-op" in str(p)}
+    assert len(students) == 2  # one task per student of the ParallelFor
+    by_model = {}
+    for metrics in root.rglob("metrics.json"):
+        report = json.loads(metrics.read_text())
+        if "pass@1" in report and "evaluate-op" in str(metrics):
+            by_model[Path(report["model"]).parent.name] = report
+    kfp_final = next(r for task, r in by_model.items() if task == "grpo-op-2")
+    dvc_final = json.loads((ws / "eval/grpo_final/metrics.json").read_text())
+    for key in ("pass@1", "cons@k", "greedy_accuracy", "format_rate", "mean_length"):
+        assert kfp_final[key] == dvc_final[key], key
+
+
+@pytest.mark.slow
+def test_dvc_remote_round_trip_and_lineage(ws: Path, tmp_path: Path) -> None:
+    dvc(ws, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    dvc(ws, "push")
+    weights = ws / "models/grpo_final/model.safetensors"
+    before = sha256_file(weights)
+    shutil.rmtree(ws / ".dvc/cache")
+    for out in ("models", "data", "synthetic"):
+        shutil.rmtree(ws / out)
+    dvc(ws, "pull")
+    assert sha256_file(weights) == before
+    assert dvc(ws, "status").strip().endswith("Data and pipelines are up to date.")
+    # lineage: the final model names every dataset it descends from, by sha256
+    lineage = json.loads((ws / "models/grpo_final/r1forge.json").read_text())["lineage"]
+    seen = 0
+    while lineage:
+        for name, digest in lineage.get("datasets", {}).items():
+            assert sha256_file(Path(os.path.normpath(ws / "data" / name))) == digest, name
+            seen += 1
+        lineage = lineage.get("parent")
+    assert seen >= 4  # final RL's prompts, merged SFT's two sets, the base's
+
+
+@pytest.mark.slow
+def test_dvc_repro_skips_unchanged_stages(ws: Path) -> None:
+    second = dvc(ws, "repro")
     assert "Running stage" not in second
     assert "Stage 'data' didn't change" in second and "Stage 'base' didn't change" in second
-
     assert (ws / "metrics/eval_grpo_final.json").is_file() and (ws / "synthetic").is_dir()
     # a change to the final RL section reruns only that stage and its evaluation
+    recipe = ws / "recipes/ci.yaml"
     text = recipe.read_text()
     changed = text.replace(
         "  max_steps: 2\n  prompts_per_step: 4", "  max_steps: 1\n  prompts_per_step: 4"
     )
     assert changed != text
     recipe.write_text(changed)
-    third = _run([sys.executable, "-m", "dvc", "repro"], ws)
+    third = dvc(ws, "repro")
     assert "Stage 'base' didn't change" in third and "Stage 'sample' didn't change" in third
     assert "Running stage 'grpo_final'" in third and "Running stage 'eval_grpo_final'" in third
+    rerun = {line.split("'")[1] for line in third.splitlines() if "Running stage" in line}
+    assert rerun == {"grpo_final", "eval_grpo_final", "distill"}
 
     report = run_cli("report", "--metrics", str(ws / "metrics")).stdout
     assert "checkpoints on the held-out eval sets" in report

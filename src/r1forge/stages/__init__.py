@@ -201,4 +201,6 @@ def dvc_yaml(recipe: str = "recipes/tiny.yaml") -> dict[str, Any]:
             "outs": list(item.outs or (item.output,)),
             "metrics": [{item.metrics: {"cache": False}}],
         }
-    return {"stages": stages}
+    # each trained model's loss / reward / accuracy curves (`dvc plots show`)
+    plots = [f"{s.output}/curves.png" for s in STAGES if s.kind in ("base", "sft", "grpo")]
+    return {"stages": stages, "plots": plots}
