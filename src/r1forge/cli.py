@@ -558,8 +558,10 @@ def report(
             continue
         values = json.loads(path.read_text(encoding="utf-8")).get(item.name, {})
         before, after = values.pop("eval_before", None), values.pop("eval_after", None)
-        shown = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        shown = ", ".join(  # scalars only: breakdowns live in the stage's own files
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in values.items()
+            if not isinstance(v, dict | list)
         )
         table.add_row(item.name, shown)
         for key in sorted(before or {}):
