@@ -61,6 +61,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the module's `dvc repro` (setup) plus the whole DAG under kfp.local
 def test_kfp_local_run_ends_with_the_metrics_of_dvc_repro(ws: Path, tmp_path: Path) -> None:
     """The compiled DAG under kfp.local (SubprocessRunner), promotion gate included."""
     root = tmp_path / "kfp"
@@ -84,6 +85,7 @@ def test_kfp_local_run_ends_with_the_metrics_of_dvc_repro(ws: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_dvc_remote_round_trip_and_lineage(ws: Path, tmp_path: Path) -> None:
     dvc(ws, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     dvc(ws, "push")
@@ -107,6 +109,7 @@ def test_dvc_remote_round_trip_and_lineage(ws: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_dvc_repro_skips_unchanged_stages(ws: Path) -> None:
     second = dvc(ws, "repro")
     assert "Running stage" not in second
