@@ -118,9 +118,9 @@ def test_dvc_repro_skips_unchanged_stages(ws: Path) -> None:
     # a change to the final RL section reruns only that stage and its evaluation
     recipe = ws / "recipes/ci.yaml"
     text = recipe.read_text()
-    changed = text.replace(
-        "  max_steps: 2\n  prompts_per_step: 4", "  max_steps: 1\n  prompts_per_step: 4"
-    )
+    head, _, tail = text.partition("\ngrpo_final:")
+    tail = tail.replace("  max_steps: 2\n", "  max_steps: 1\n", 1)
+    changed = f"{head}\ngrpo_final:{tail}"
     assert changed != text
     recipe.write_text(changed)
     third = dvc(ws, "repro")
