@@ -31,6 +31,8 @@ def load_conversations(
     sets, hashes = {}, {}
     for name in cfg.datasets:
         path = Path(os.path.normpath(data / name))  # `../x` is a sibling of `data`, links or not
+        if not path.is_file():
+            raise DataError.single(path, "file not found")
         manifest = read_manifest(path)
         hashes[name] = manifest["sha256"]
         if manifest["count"] == 0:  # e.g. rejection sampling kept nothing: say so, go on
