@@ -249,3 +249,22 @@ def test_one_list_of_stages_for_dvc_kfp_and_the_cli(tmp_path: Path) -> None:
     assert names - {s.name for s in STAGES} <= extra  # the loop, the gate and what they hold
     for kind in sorted({s.kind for s in STAGES}):
         assert run_cli(kind, "--help").returncode == 0
+
+
+def test_cluster_recipe_compiles_with_its_gpu_pool_settings(tmp_path: Path) -> None:
+    out = tmp_path / "cluster.yaml"
+    recipe = ROOT / "recipes/qwen2.5-math-1.5b-8xh200.yaml"
+    run_cli("pipeline", "compile", "--recipe", str(recipe), "-o", str(out))
+    spec, platform = list(yaml.safe_load_all(out.read_text()))[:2]
+    for executor in ("exec-sft-op", "exec-grpo-op"):
+        res = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        assert res["accelerator"]["resourceCount"] == "8"
+        assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
+        assert k8s["nodeSelector"]["labels"] == {
+            "cloud.google.com/gke-accelerator": "nvidia-h200-141gb"
+        }
+        assert {t["key"] for t in k8s["tolerations"]} == {"nvidia.com/gpu", "dedicated"}
+        assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"wandb", "hf-token", "s3-creds"}
+        assert k8s["pvcMount"][0]["mountPath"] == "/models"
+        assert "model-cache" in str(k8s["pvcMount"])
