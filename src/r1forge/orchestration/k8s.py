@@ -39,6 +39,18 @@ def _env(env: dict[str, str], secrets: dict[str, dict[str, str]]) -> list[dict[s
     return out
 
 
+def _scheduling(pod: dict[str, Any], res: Resources, volume_claim: str | None) -> None:
+    """Node selector, tolerations and the shared volume, on a pod spec."""
+    if res.node_selector:
+        pod["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod["tolerations"] = [dict(t) for t in res.tolerations]
+    if volume_claim:
+        pod["volumes"] = [
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": volume_claim}}
+        ]
+
+
 def trainjob_manifest(
     name: str,
     namespace: str,
@@ -68,14 +80,8 @@ def trainjob_manifest(
     if deadline_s:
         spec["activeDeadlineSeconds"] = deadline_s
     pod_spec: dict[str, Any] = {"serviceAccountName": SERVICE_ACCOUNT}
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in res.tolerations]
+    _scheduling(pod_spec, res, volume_claim)
     if volume_claim:
-        pod_spec["volumes"] = [
-            {"name": "workspace", "persistentVolumeClaim": {"claimName": volume_claim}}
-        ]
         pod_spec["containers"] = [
             {"name": "node", "volumeMounts": [{"name": "workspace", "mountPath": mount_path}]}
         ]

@@ -33,6 +33,25 @@ class Completion:
     logprobs: list[float] = field(default_factory=list)
 
 
+def cut_at_eos(
+    prompt_index: int,
+    tokens: list[int],
+    logprobs: list[float] | None,
+    eos: int | None,
+    tokenizer: Any,
+) -> Completion:
+    """A completion from a row of sampled tokens: cut after the first EOS, decoded."""
+    stop = tokens.index(eos) + 1 if eos is not None and eos in tokens else None
+    tokens = tokens[:stop] if stop else tokens
+    return Completion(
+        prompt_index=prompt_index,
+        token_ids=tokens,
+        text=tokenizer.decode(tokens, skip_special_tokens=True),
+        finish_reason="stop" if stop else "length",
+        logprobs=logprobs[: len(tokens)] if logprobs is not None else [],
+    )
+
+
 class RolloutEngine(Protocol):
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
         """n completions per prompt, grouped: prompt 0's n, then prompt 1's, ..."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from r1forge.rollout import Completion, Sampling, register_engine
+from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine
 
 
 @register_engine("transformers")
@@ -73,18 +73,13 @@ class TransformersEngine:
                 -1, new[:, : logits.shape[1], None].to(logits.device)
             )
             logprobs = logprobs.squeeze(-1).cpu()
-        completions = []
-        for row, (prompt_index, _) in enumerate(items):
-            tokens = new[row].tolist()
-            stop = tokens.index(eos) + 1 if eos in tokens else None
-            tokens = tokens[:stop] if stop else tokens
-            completions.append(
-                Completion(
-                    prompt_index=prompt_index,
-                    token_ids=tokens,
-                    text=self.tokenizer.decode(tokens, skip_special_tokens=True),
-                    finish_reason="stop" if stop else "length",
-                    logprobs=logprobs[row, : len(tokens)].tolist() if logprobs is not None else [],
-                )
+        return [
+            cut_at_eos(
+                prompt_index,
+                new[row].tolist(),
+                logprobs[row].tolist() if logprobs is not None else None,
+                eos,
+                self.tokenizer,
             )
-        return completions
+            for row, (prompt_index, _) in enumerate(items)
+        ]

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from r1forge.rollout import Completion, Sampling, register_engine
+from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine
 
 log = logging.getLogger("r1forge.rollout")
 
@@ -289,21 +289,16 @@ class StaticCacheEngine:
                 break
         tokens = buf.out_tokens[: len(items), :done].cpu()
         logps = buf.out_logp[: len(items), :done].cpu()
-        completions = []
-        for row, (prompt_index, _) in enumerate(items):
-            ids = tokens[row].tolist()
-            stop = ids.index(eos) + 1 if eos in ids else None
-            ids = ids[:stop] if stop else ids
-            completions.append(
-                Completion(
-                    prompt_index=prompt_index,
-                    token_ids=ids,
-                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                    finish_reason="stop" if stop else "length",
-                    logprobs=logps[row, : len(ids)].tolist() if sampling.logprobs else [],
-                )
+        return [
+            cut_at_eos(
+                prompt_index,
+                tokens[row].tolist(),
+                logps[row].tolist() if sampling.logprobs else None,
+                eos,
+                self.tokenizer,
             )
-        return completions
+            for row, (prompt_index, _) in enumerate(items)
+        ]
 
     def _graph_step(self, buf: _Buffers, sampling: Sampling, device: Any) -> Any:
         """The decode step as a callable: a replayed CUDA graph on GPUs, eager elsewhere."""
