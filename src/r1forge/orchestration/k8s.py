@@ -130,14 +130,8 @@ def pytorchjob_manifest(
         "env": _env(env or {}, secrets or {}),
     }
     pod: dict[str, Any] = {"serviceAccountName": SERVICE_ACCOUNT, "containers": [container]}
-    if res.node_selector:
-        pod["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod["tolerations"] = [dict(t) for t in res.tolerations]
+    _scheduling(pod, res, volume_claim)
     if volume_claim:
-        pod["volumes"] = [
-            {"name": "workspace", "persistentVolumeClaim": {"claimName": volume_claim}}
-        ]
         container["volumeMounts"] = [{"name": "workspace", "mountPath": mount_path}]
 
     def replicas(n: int) -> dict[str, Any]:
