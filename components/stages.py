@@ -8,7 +8,7 @@ logs its numbers to a Metrics artifact (shown in the KFP UI) and a Markdown card
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from r1forge.orchestration import TRAIN_IMAGE
 
@@ -231,22 +231,35 @@ def evaluate_op(
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def promotion_candidate_op(
+def promote_op(
+    recipe: str,
+    overrides: list,
     checkpoint: str,
-    pass_at_1: float,
+    registry_root: str,
+    data: Input[Dataset],
     model_in: Input[Model],
+    results: Input[Dataset],
+    release: Output[Artifact],
+    metrics: Output[Metrics],
     card: Output[Markdown],
-):
-    """The promotion gate's passing branch: names the candidate for `r1forge promote`."""
-    import json
-    from pathlib import Path
+) -> bool:
+    """Stage `promote` (the gate's passing branch): the champion check, the registry entry
+    and model card, and the Helm release; the release folder is this task's artifact."""
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
 
-    meta = json.loads((Path(model_in.path) / "r1forge.json").read_text(encoding="utf-8"))
-    lines = [
-        f"## Promotion candidate: {checkpoint}",
-        "",
-        f"- held-out pass@1: {pass_at_1:.3f}",
-        f"- model artifact: {model_in.uri}",
-        f"- lineage: `{json.dumps(meta.get('lineage', {}), sort_keys=True)[:2000]}`",
-    ]
-    Path(card.path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = run_stage(
+        "promote",
+        "promote",
+        recipe,
+        overrides,
+        checkpoint=checkpoint,
+        registry_root=registry_root,
+        data=data.path,
+        model=model_in.path,
+        results=results.path,
+        output=release.path,
+    )
+    report(metrics, card, f"promotion of {checkpoint}", summary)
+    release.metadata.update({k: summary[k] for k in ("uri", "sha256", "version") if k in summary})
+    record_lineage(release, source=model_in.path)
+    return bool(summary["promoted"])

@@ -3,7 +3,8 @@
 data -> base -> cold-start SFT -> GRPO -> sample -> merged SFT (from the base) -> final RL
 -> distillation data -> a ParallelFor over the students; the student base -> its own cold
 start -> GRPO (R1's Table 6 comparison); every checkpoint evaluated; a `dsl.If` promotion
-gate on the final model's pass@1. Per task, from the recipe section's `resources`: CPU and
+gate on the final model's pass@1 (`promote.min_pass_at_1`), whose branch runs the promote
+stage: the champion check, the registry entry, the model card and the Helm release. Per task, from the recipe section's `resources`: CPU and
 memory requests, GPU type and count, node selector and tolerations for the GPU pool,
 timeout, retries and caching; from `pipeline`: secrets as environment variables and a PVC
 for the model cache. The recipe is the pipeline's `recipe_yaml` parameter (one line of
@@ -66,8 +67,14 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
     students = sorted(recipe.distill.students)
     has_student_arm = recipe.base_student is not None
 
+    # where the registry (and a relative model store) lives: the model-cache volume when the
+    # recipe mounts one, so that champions outlive runs; `run-local` passes its own folder
+    registry_default = recipe.pipeline.model_cache_path if recipe.pipeline.model_cache_pvc else "."
+
     @dsl.pipeline(name=recipe.pipeline.name, description=f"r1forge: {recipe.description}")
-    def r1(recipe_yaml: str = text, settings: list = sets) -> None:
+    def r1(
+        recipe_yaml: str = text, settings: list = sets, registry_root: str = registry_default
+    ) -> None:
         common = {"recipe": recipe_yaml, "overrides": settings}
         data = configure(ops.data_op(**common), recipe.data.resources, recipe, "data")
         base = configure(
@@ -193,14 +200,22 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
                 )
                 evaluate("grpo_student", own_rl.outputs["model"])
         with dsl.If(
-            final_eval.outputs["Output"] >= recipe.pipeline.gate_min_pass_at_1,
+            final_eval.outputs["Output"] >= recipe.promote.min_pass_at_1,
             name="promotion-gate",
         ):
-            ops.promotion_candidate_op(
-                checkpoint="grpo_final",
-                pass_at_1=final_eval.outputs["Output"],
-                model_in=final.outputs["model"],
-            ).set_display_name("promotion_candidate")
+            configure(
+                ops.promote_op(
+                    **common,
+                    checkpoint="grpo_final",
+                    registry_root=registry_root,
+                    data=data.outputs["data"],
+                    model_in=final.outputs["model"],
+                    results=final_eval.outputs["results"],
+                ),
+                recipe.promote.resources,
+                recipe,
+                "promote",
+            )
 
     return r1
 

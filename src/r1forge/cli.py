@@ -330,6 +330,144 @@ def evaluate(
 
 
 @app.command()
+def promote(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    candidates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--candidate",
+            help="A checkpoint to consider (repeatable): an evaluated one (models/NAME with "
+            "eval/NAME/metrics.json) or distill/STUDENT. Default: the recipe's promote.candidates.",
+        ),
+    ] = None,
+    models: Annotated[Path, typer.Option(help="Folder of the model folders.")] = Path("models"),
+    evals: Annotated[Path, typer.Option(help="Folder of the eval/<name> results.")] = Path("eval"),
+    data: Annotated[
+        Path, typer.Option(help="Data folder, to evaluate the champion again on new eval sets.")
+    ] = Path("data"),
+    registry: Annotated[
+        Path | None,
+        typer.Option(help="Registry folder (models.json, cards/). Default: promote.registry."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option(help="Release folder: values.yaml, manifests.yaml, history/.")
+    ] = Path("deploy"),
+    metrics: MetricsOpt = None,
+    fail_on_refusal: Annotated[
+        bool, typer.Option(help="Exit with status 3 when the gate refuses the candidate.")
+    ] = True,
+) -> None:
+    """Stage `promote`: gate the best candidate; on success register, card and deploy it.
+
+    The gate (recipe section `promote`): pass@1 and format rate at least the minimums, and
+    pass@1 at least the champion's plus `champion_margin` on the same eval sets. On success
+    the model is published to `promote.store`, its Helm values and manifests are rendered
+    into OUTPUT and deployed (`deploy: render` runs helm template and install
+    --dry-run=client; `cluster` runs helm upgrade --install), and `registry/models.json`
+    names it champion, with its model card. A refused candidate deploys nothing.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import promote as stage
+
+        loaded = _load(recipe, overrides)
+        found = stage.load_candidates(candidates or loaded.promote.candidates, models, evals)
+        where = registry or Path(loaded.promote.registry)
+        summary = stage.run(loaded, found, where, output, metrics, data)
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in summary["candidates"].items())
+    typer.echo(f"candidates (pass@1): {scores}")
+    if summary["promoted"]:
+        typer.echo(
+            f"promoted {summary['candidate']} as {summary['name']} v{summary['version']} "
+            f"({summary['uri']}, sha256 {summary['sha256'][:12]}); release "
+            f"{summary['release']['action']} -> {output}"
+        )
+        return
+    typer.echo(f"gate refused {summary['candidate']}: nothing deployed", err=True)
+    for reason in summary["reasons"]:
+        typer.echo(f"  - {reason}", err=True)
+    if fail_on_refusal:
+        raise typer.Exit(3)
+
+
+@app.command()
+def rollback(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry folder. Default: promote.registry.")
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Release folder to re-render.")] = Path("deploy"),
+) -> None:
+    """Restore the previous champion: in the registry, then its Helm values re-rendered and
+    re-applied (the rolled-back version stays listed, marked `rolled_back`)."""
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import promote as stage
+
+        loaded = _load(recipe, overrides)
+        done = stage.rollback(loaded, registry or Path(loaded.promote.registry), output)
+    typer.echo(
+        f"{done['name']}: v{done['rolled_back']} rolled back, v{done['restored']} restored "
+        f"({done['uri']}); release {done['release']['action']} -> {output}"
+    )
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model folder to serve. Default: the registry's champion, fetched."),
+    ] = None,
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry folder. Default: promote.registry.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name clients send. Default: the registry name or folder.")
+    ] = None,
+    max_model_len: Annotated[int, typer.Option(help="Longest prompt + completion.")] = 512,
+    dtype: Annotated[
+        str | None, typer.Option(help="vLLM dtype. Default: float32 on CPU, auto on GPU.")
+    ] = None,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for /health before giving up.")
+    ] = 600,
+) -> None:
+    """Serve a model with real vLLM (OpenAI-compatible, `--reasoning-parser deepseek_r1`).
+
+    Waits until /health answers, prints the URL, and stops vLLM cleanly on Ctrl-C or SIGTERM.
+    Set VLLM_API_KEY to require `Authorization: Bearer <key>` on /v1/*.
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.serving.server import ServerOptions
+        from r1forge.serving.server import serve as run_server
+
+        if model is None:
+            from r1forge.registry import REGISTRY_FILE, champion, load_registry
+            from r1forge.serving.fetch import fetch_model
+
+            cfg = _load(recipe, overrides).promote
+            where = (registry or Path(cfg.registry)) / REGISTRY_FILE
+            entry = champion(load_registry(where), cfg.name)
+            if entry is None:
+                from r1forge.errors import ConfigError
+
+                raise ConfigError(f"{where}: no champion named {cfg.name!r}; run r1forge promote")
+            model = Path(".cache/serve") / f"{entry['name']}-v{entry['version']}"
+            fetch_model(entry["uri"], model, entry["sha256"])
+            served_model_name = served_model_name or entry["name"]
+        options = ServerOptions(model, host, port, served_model_name, max_model_len, dtype)
+        status = run_server(options, ready_timeout)
+    raise typer.Exit(status)
+
+
+@app.command()
 def sft(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
     overrides: SetOpt = None,
@@ -485,7 +623,7 @@ def pipeline_run_local(
 
         root.mkdir(parents=True, exist_ok=True)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root.resolve()))
-        build(recipe, overrides)()
+        build(recipe, overrides)(registry_root=str(root.resolve()))
     typer.echo(f"pipeline finished; artifacts under {root}")
 
 

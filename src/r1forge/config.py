@@ -413,7 +413,50 @@ class PipelineConfig(Strict):
         None, description="PVC shared by multi-node jobs (checkpoints, so a retry resumes)"
     )
     job_api: Literal["trainjob", "pytorchjob"] = "trainjob"
-    gate_min_pass_at_1: float = Field(0.0, ge=0, le=1)
+
+
+class PromoteConfig(Strict):
+    """Stage `promote`: the gate, the model registry and the Helm release of the champion."""
+
+    name: str = Field(
+        "r1forge-reasoner",
+        pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="the registry's model name, also the served model name",
+    )
+    candidates: list[str] = Field(
+        default_factory=lambda: ["grpo_final"],
+        min_length=1,
+        description="evaluated checkpoints (eval/<name>) or students (distill/<student>); the "
+        "best by pass@1 faces the gate",
+    )
+    min_pass_at_1: float = Field(0.0, ge=0, le=1)
+    min_format_rate: float = Field(0.0, ge=0, le=1)
+    champion_margin: float = Field(
+        0.0, ge=0, le=1, description="pass@1 must reach the champion's plus this"
+    )
+    registry: str = Field("registry", description="folder of models.json and the model cards")
+    store: str = Field(
+        "store",
+        description="where promoted model folders are published, <store>/<name>/<version>: a "
+        "folder (relative: inside the registry folder), file://, s3:// or gs://",
+    )
+    serve_from: str | None = Field(
+        None,
+        description="the URI prefix the serving pods fetch from when it is not `store` itself, "
+        "e.g. store /models/store on the cache PVC, serve_from pvc://model-cache/store",
+    )
+    chart: str = "helm/r1forge-serving"
+    release: str = Field("r1forge", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = "r1forge"
+    values: dict[str, Any] = Field(
+        default_factory=dict, description="more Helm values (mode, resources, vllm, autoscaling)"
+    )
+    deploy: Literal["render", "cluster"] = Field(
+        "render",
+        description="render: `helm template` and `helm install --dry-run=client` (no cluster); "
+        "cluster: `helm upgrade --install` against the current kube context",
+    )
+    resources: Resources = Field(default_factory=Resources)
 
 
 class Recipe(Strict):
@@ -452,6 +495,7 @@ class Recipe(Strict):
         None, description="... then GRPO on the student, with as many RL prompts as the teacher's"
     )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 

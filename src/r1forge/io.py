@@ -26,6 +26,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def folder_sha256(path: str | Path) -> str:
+    """One content id for a model folder: the sha256 of every file's relative path and sha256,
+    in path order, so that a copy anywhere (S3, a PVC, a pod's disk) hashes the same."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temp file beside `path`; on success fsync and rename it over `path`, else delete it."""

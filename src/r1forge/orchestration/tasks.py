@@ -49,12 +49,13 @@ def report(metrics: Any, markdown: Any, title: str, summary: dict[str, Any]) -> 
     Path(markdown.path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def record_lineage(artifact: Any) -> None:
+def record_lineage(artifact: Any, source: str | None = None) -> None:
     """Copy what traces an artifact to its data into its KFP metadata: a model folder's
-    lineage (dataset sha256s, base model, code revision), a dataset folder's manifests."""
+    lineage (dataset sha256s, base model, code revision), a dataset folder's manifests;
+    `source` names the folder to read when it is not the artifact's own (a release)."""
     from r1forge.io import code_revision
 
-    folder = Path(artifact.path)
+    folder = Path(source or artifact.path)
     meta = folder / "r1forge.json"
     if meta.is_file():
         artifact.metadata["lineage"] = json.loads(meta.read_text(encoding="utf-8"))["lineage"]
@@ -122,7 +123,20 @@ def run_stage(
 
         files = evaluate.eval_files(recipe.evaluate, p["data"])
         return evaluate.run(recipe, p["model"], files, p["output"])
+    if kind == "promote":
+        return _promote(recipe, paths["checkpoint"], Path(paths["registry_root"]), p)
     raise ValueError(f"no pipeline task for stage kind {kind!r}")
+
+
+def _promote(recipe: Any, checkpoint: str, root: Path, p: dict[str, Path]) -> dict[str, Any]:
+    """The promote stage on the task's artifacts; a relative registry lives under `root`
+    (the model-cache volume on a cluster), so the registry outlives the run."""
+    from r1forge.stages import promote
+
+    cfg = recipe.promote
+    metrics = json.loads((p["results"] / "metrics.json").read_text(encoding="utf-8"))
+    candidate = promote.Candidate(checkpoint, p["model"], metrics)
+    return promote.run(recipe, [candidate], root / cfg.registry, p["output"], data=p["data"])
 
 
 def _workspace(data: Path, synthetic: Path) -> Path:

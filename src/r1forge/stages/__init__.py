@@ -15,7 +15,9 @@ class Stage:
     """One pipeline step: `r1forge <kind>` run on its inputs, writing `output`.
 
     `section` is the recipe section a multi-section command runs (`--stage`); `outs` are
-    what DVC tracks (default: the output); `deps` are inputs that take no option.
+    what DVC tracks (default: the output); `deps` are inputs that take no option; `options`
+    are further command-line flags; `persist` keeps the outs between runs (state such as
+    the model registry, which each run extends).
     """
 
     name: str
@@ -28,6 +30,8 @@ class Stage:
     section: str | None = None
     outs: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    persist: bool = False
 
     @property
     def metrics(self) -> str:
@@ -39,6 +43,7 @@ class Stage:
             parts += ["--stage", self.section]
         for option, path in self.inputs.items():
             parts += [f"--{option}", path]
+        parts += self.options
         return " ".join([*parts, "--output", self.output, "--metrics", self.metrics])
 
 
@@ -180,6 +185,29 @@ STAGES: tuple[Stage, ...] = (
         )
         for checkpoint in EVALUATED
     ),
+    Stage(
+        name="promote",
+        kind="promote",
+        summary="the gate: the best evaluated checkpoint or student, if it beats the champion, "
+        "is registered with its model card and deployed with Helm",
+        output="deploy",
+        params=("promote",),
+        code=(
+            "src/r1forge/stages/promote.py",
+            "src/r1forge/promotion.py",
+            "src/r1forge/registry.py",
+            "src/r1forge/serving",
+            "helm/r1forge-serving",
+        ),
+        deps=(
+            *(f"models/{checkpoint}" for checkpoint in EVALUATED),
+            *(f"eval/{checkpoint}" for checkpoint in EVALUATED),
+            "models/distill",
+        ),
+        options=("--no-fail-on-refusal",),
+        outs=("deploy", "registry"),
+        persist=True,
+    ),
 )
 
 
@@ -198,7 +226,10 @@ def dvc_yaml(recipe: str = "recipes/tiny.yaml") -> dict[str, Any]:
             "cmd": item.command(recipe),
             "deps": [*item.code, *item.inputs.values(), *item.deps],
             "params": [{recipe: list(item.params)}],
-            "outs": list(item.outs or (item.output,)),
+            "outs": [
+                {out: {"persist": True}} if item.persist else out
+                for out in item.outs or (item.output,)
+            ],
             "metrics": [{item.metrics: {"cache": False}}],
         }
     # each trained model's loss / reward / accuracy curves (`dvc plots show`)

@@ -61,7 +61,9 @@ def train_student(
         recipe, output, evaluate.eval_files(recipe.evaluate, data), output / "eval"
     )
     summary["eval"] = {
-        k: v for k, v in report.items() if k not in ("per_task", "per_difficulty", "model")
+        k: v
+        for k, v in report.items()
+        if k not in ("per_task", "per_difficulty", "model", "eval_sets")
     }
     return summary
 

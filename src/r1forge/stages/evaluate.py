@@ -3,8 +3,8 @@
 Any prompt file is an eval set (the recipe's eval sets, or a team's copy of MATH-500 or
 AIME imported with `r1forge data import`). Results go to `<output>/metrics.json` in DVC's
 metrics format: the overall block at the top level (with `per_task` and `per_difficulty`),
-and with several files one block per file under its name; `<output>/samples.jsonl` keeps
-every scored sample.
+and with several files one block per file under its name, plus `eval_sets` (each file's
+sha256); `<output>/samples.jsonl` keeps every scored sample.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from r1forge.config import EvalConfig, Recipe, save_resolved
 from r1forge.errors import DataError
 from r1forge.evaluation import report_block
-from r1forge.io import atomic_dir, write_json_atomic
+from r1forge.io import atomic_dir, sha256_file, write_json_atomic
 from r1forge.stages.common import load_for_sampling, load_prompts, require_model_folder
 
 log = logging.getLogger("r1forge.evaluate")
@@ -104,7 +104,12 @@ def run(
             per_file[path.stem] = evaluate_file(path, tokenizer, engine, cfg)
             advance(1)
     every = [row for rows in per_file.values() for row in rows]
-    report: dict[str, Any] = {**report_block(every), "model": str(model)}
+    report: dict[str, Any] = {
+        **report_block(every),
+        "model": str(model),
+        # what the numbers were measured on: promotion compares models only on the same sets
+        "eval_sets": {path.stem: sha256_file(path) for path in data_files},
+    }
     if len(per_file) > 1:
         report.update({name: report_block(rows) for name, rows in per_file.items()})
     with atomic_dir(output) as tmp:

@@ -1,0 +1,1 @@
+"""Serving the promoted model: fetching it, the Helm release, and local vLLM."""

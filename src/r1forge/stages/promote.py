@@ -1,0 +1,233 @@
+"""Stage `promote`: the best candidate faces the gate; on success it becomes the champion.
+
+The candidates are evaluated checkpoints (`eval/<name>/metrics.json` beside
+`models/<name>`) or distilled students (`distill/<student>`: `models/distill/<student>` and
+its `eval/`). The best by pass@1 faces the gate (`r1forge.promotion.gate`) against the
+current champion, on the same eval sets: when the champion was measured on other sets, it
+is fetched and evaluated again on these. On success, in this order, each step only after
+the one before it succeeded:
+1. the model folder, with its model card as README.md, is published to
+   `<store>/<name>/<version>` and hashed (the entry's `sha256`, which serving verifies);
+2. the Helm values and manifests are rendered into the output folder (`values.yaml`,
+   `manifests.yaml`, `history/values-v<version>.yaml`) and deployed (`helm template` and
+   `install --dry-run=client` locally, `helm upgrade --install` on a cluster), the folder
+   swapped in atomically;
+3. the registry (`<registry>/models.json`) gains the entry as champion, and
+   `<registry>/cards/<name>-v<version>.md` its card.
+A refused candidate changes nothing and the summary says why. `rollback` restores the
+previous champion and re-renders and re-applies its values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from r1forge.config import Recipe, recipe_dict
+from r1forge.errors import ConfigError, DataError
+from r1forge.io import atomic_dir, folder_sha256, write_json_atomic, write_text_atomic
+from r1forge.promotion import GateDecision, best_candidate, gate, model_card
+from r1forge.registry import (
+    REGISTRY_FILE,
+    champion,
+    crown,
+    load_registry,
+    next_version,
+    save_registry,
+)
+from r1forge.registry import rollback as registry_rollback
+
+log = logging.getLogger("r1forge.promote")
+
+
+@dataclass
+class Candidate:
+    name: str
+    model: Path
+    metrics: dict[str, Any]
+
+
+def candidate_paths(name: str, models: Path, evals: Path) -> tuple[Path, Path]:
+    """(model folder, its eval metrics.json) of a candidate named in `promote.candidates`."""
+    if name.startswith("distill/"):
+        model = models / "distill" / name.removeprefix("distill/")
+        return model, model / "eval" / "metrics.json"
+    return models / name, evals / name / "metrics.json"
+
+
+def load_candidates(names: list[str], models: Path, evals: Path) -> list[Candidate]:
+    import json
+
+    found = []
+    for name in names:
+        model, metrics = candidate_paths(name, models, evals)
+        if not (model / "config.json").is_file():
+            raise DataError.single(
+                model, f"candidate {name!r}: not a model folder (no config.json)"
+            )
+        if not metrics.is_file():
+            raise DataError.single(metrics, f"candidate {name!r}: not evaluated (no metrics.json)")
+        found.append(Candidate(name, model, json.loads(metrics.read_text(encoding="utf-8"))))
+    return found
+
+
+def store_uri(store: str, registry: Path, name: str, version: int) -> str:
+    """`<store>/<name>/<version>`; a local store (relative to the registry folder) as an
+    absolute file:// URI."""
+    if "://" in store:
+        return f"{store.rstrip('/')}/{name}/{version}"
+    return ((registry / store).resolve() / name / str(version)).as_uri()
+
+
+def comparable_champion_metrics(
+    recipe: Recipe, champ: dict[str, Any], metrics: dict[str, Any], data: Path | None
+) -> dict[str, Any]:
+    """The champion's metrics on the candidate's eval sets: its own when they match, else
+    the champion fetched (by URI, sha256-checked) and evaluated again on those sets."""
+    from r1forge.io import sha256_file
+    from r1forge.serving.fetch import fetch_model
+    from r1forge.stages import evaluate
+
+    if champ["metrics"].get("eval_sets") == metrics.get("eval_sets") or data is None:
+        return champ["metrics"]
+    files = evaluate.eval_files(recipe.evaluate, data)
+    if {f.stem: sha256_file(f) for f in files} != metrics.get("eval_sets"):
+        return champ["metrics"]  # not the candidate's sets either: the gate says so
+    log.info("champion v%s was measured on other eval sets: evaluating it again", champ["version"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model = fetch_model(champ["uri"], Path(tmp) / "model", champ["sha256"])
+        return evaluate.run(recipe, model, files, Path(tmp) / "eval")
+
+
+def staged_copy(source: Path, folder: Path) -> None:
+    """The files a server needs from a model folder (its top level: weights, config,
+    tokenizer, chat template, lineage), without run folders such as W&B's or eval samples."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
+
+
+def deploy(recipe: Recipe, entry: dict[str, Any], output: Path) -> dict[str, Any]:
+    """Render the entry's Helm values and release into `output` (atomically) and apply them."""
+    from r1forge.serving.helm import apply, release_values
+
+    cfg = recipe.promote
+    values = release_values(cfg, entry)
+    with atomic_dir(output) as tmp:
+        if (output / "history").is_dir():
+            shutil.copytree(output / "history", tmp / "history")
+        release = apply(cfg, values, tmp)
+        history = tmp / "history" / f"values-v{entry['version']}.yaml"
+        history.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tmp / "values.yaml", history)
+        write_json_atomic(
+            tmp / "release.json",
+            {**release, "name": entry["name"], "version": entry["version"], "uri": entry["uri"]},
+        )
+    return release
+
+
+def run(
+    recipe: Recipe,
+    candidates: list[Candidate],
+    registry: Path,
+    output: Path,
+    metrics: Path | None = None,
+    data: Path | None = None,
+) -> dict[str, Any]:
+    """Gate the best candidate; on success publish it, deploy it and record it as champion."""
+    cfg = recipe.promote
+    if not candidates:
+        raise ConfigError("promote: no candidates")
+    entries = load_registry(registry / REGISTRY_FILE)
+    by_name = {c.name: c for c in candidates}
+    best = by_name[best_candidate({c.name: c.metrics for c in candidates})]
+    champ = champion(entries, cfg.name)
+    champ_metrics = (
+        comparable_champion_metrics(recipe, champ, best.metrics, data) if champ else None
+    )
+    decision = gate(best.name, best.metrics, champ_metrics, cfg)
+    summary: dict[str, Any] = {
+        "promoted": decision.passed,
+        "candidate": best.name,
+        "name": cfg.name,
+        "pass@1": best.metrics["pass@1"],
+        "format_rate": best.metrics["format_rate"],
+        "candidates": {c.name: c.metrics["pass@1"] for c in candidates},
+        "champion_version": champ["version"] if champ else None,
+        "champion_pass@1": champ_metrics["pass@1"] if champ_metrics else None,
+        "reasons": decision.reasons,
+    }
+    if decision.passed:
+        summary.update(promote_candidate(recipe, best, decision, entries, registry, output))
+        log.info("promoted %s as %s v%s", best.name, cfg.name, summary["version"])
+    else:
+        log.warning("gate refused %s: %s; nothing deployed", best.name, "; ".join(decision.reasons))
+    if metrics is not None:
+        write_json_atomic(metrics, {"promote": summary})
+    return summary
+
+
+def promote_candidate(
+    recipe: Recipe,
+    best: Candidate,
+    decision: GateDecision,
+    entries: list[dict[str, Any]],
+    registry: Path,
+    output: Path,
+) -> dict[str, Any]:
+    """Publish, deploy, then record: the registry changes only once the release is out."""
+    import json
+
+    from r1forge.serving.fetch import publish_model
+
+    cfg = recipe.promote
+    version = next_version(entries, cfg.name)
+    meta = json.loads((best.model / "r1forge.json").read_text(encoding="utf-8"))
+    entry: dict[str, Any] = {
+        "name": cfg.name,
+        "version": version,
+        "sha256": None,
+        "uri": store_uri(cfg.serve_from or cfg.store, registry, cfg.name, version),
+        "lineage": meta.get("lineage", {}),
+        "metrics": best.metrics,
+        "recipe": recipe_dict(recipe),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "champion": True,
+        "source": best.name,
+        "card": str(registry / "cards" / f"{cfg.name}-v{version}.md"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model"
+        staged_copy(best.model, staged)
+        write_text_atomic(staged / "README.md", model_card(entry, decision, cfg))
+        entry["sha256"] = folder_sha256(staged)
+        publish_model(staged, store_uri(cfg.store, registry, cfg.name, version))
+    release = deploy(recipe, entry, output)
+    write_text_atomic(entry["card"], model_card(entry, decision, cfg))
+    save_registry(registry / REGISTRY_FILE, crown(entries, entry))
+    return {"version": version, "uri": entry["uri"], "sha256": entry["sha256"], "release": release}
+
+
+def rollback(recipe: Recipe, registry: Path, output: Path) -> dict[str, Any]:
+    """Restore the previous champion: the registry, then its values re-rendered and re-applied."""
+    cfg = recipe.promote
+    entries = load_registry(registry / REGISTRY_FILE)
+    current = champion(entries, cfg.name)
+    updated, restored = registry_rollback(entries, cfg.name)
+    release = deploy(recipe, restored, output)
+    save_registry(registry / REGISTRY_FILE, updated)
+    assert current is not None
+    return {
+        "name": cfg.name,
+        "rolled_back": current["version"],
+        "restored": restored["version"],
+        "uri": restored["uri"],
+        "release": release,
+    }
