@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,3 +59,31 @@ def ci_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ci") / "data"
     data.run(load_recipe(ROOT / "recipes/ci.yaml"), out)
     return out
+
+
+def run_in(cmd: list[str], cwd: Path, timeout: int = 1800) -> str:
+    """Run a command in `cwd` with the venv's tools first on PATH; its output, checked."""
+    env = child_env(
+        {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    )
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc_workspace(root: Path, recipe: str) -> Path:
+    """A git + DVC workspace holding the code, the chart and one recipe, as a user's clone
+    would (`dvc.yaml` generated for that recipe); not yet reproduced."""
+    from r1forge.stages import dvc_yaml
+
+    ws = root / "ws"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", ws / "src", ignore=ignore)
+    shutil.copytree(ROOT / "helm", ws / "helm", ignore=ignore)
+    (ws / "recipes").mkdir()
+    shutil.copy(ROOT / recipe, ws / recipe)
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(recipe), sort_keys=False))
+    run_in(["git", "init", "-q"], ws)
+    run_in([sys.executable, "-m", "dvc", "init", "-q"], ws)
+    run_in([sys.executable, "-m", "dvc", "config", "core.site_cache_dir", str(root / "site")], ws)
+    return ws

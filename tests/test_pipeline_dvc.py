@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import yaml
 from r1forge.io import sha256_file
 from r1forge.stages import STAGES, dvc_yaml
 
-from .conftest import ROOT, child_env, run_cli
+from .conftest import ROOT, dvc_workspace, run_cli, run_in
 
 
 def test_committed_dvc_yaml_is_the_generated_one() -> None:
@@ -28,35 +27,17 @@ def test_committed_dvc_yaml_is_the_generated_one() -> None:
     assert yaml.safe_load(printed) == committed
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
-    env = child_env(
-        {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    )
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"{cmd} failed\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
 def dvc(ws: Path, *args: str) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], ws)
+    return run_in([sys.executable, "-m", "dvc", *args], ws)
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC workspace of the ci recipe, reproduced once for the module's tests."""
-    root = tmp_path_factory.mktemp("dvc")
-    ws = root / "ws"
-    shutil.copytree(
-        ROOT / "src", ws / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    (ws / "recipes").mkdir()
-    shutil.copy(ROOT / "recipes/ci.yaml", ws / "recipes/ci.yaml")
-    (ws / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml("recipes/ci.yaml"), sort_keys=False))
-    _run(["git", "init", "-q"], ws)
-    dvc(ws, "init", "-q")
-    dvc(ws, "config", "core.site_cache_dir", str(root / "site"))
+    ws = dvc_workspace(tmp_path_factory.mktemp("dvc"), "recipes/ci.yaml")
     first = dvc(ws, "repro")
     assert "Running stage 'data'" in first and "Running stage 'base'" in first
+    assert "Running stage 'promote'" in first
     return ws
 
 
@@ -70,7 +51,11 @@ def test_kfp_local_run_ends_with_the_metrics_of_dvc_repro(ws: Path, tmp_path: Pa
     )
     assert "pipeline finished" in proc.stdout
     cards = [c for c in root.rglob("card") if c.is_file()]
-    assert any("Promotion candidate: grpo_final" in c.read_text() for c in cards)
+    assert any("promotion of grpo_final" in c.read_text() for c in cards)
+    # the gate's branch ran the promote stage: a registry under the run's root, a release
+    entries = json.loads((root / "registry/models.json").read_text())
+    assert [e["source"] for e in entries if e["champion"]] == ["grpo_final"]
+    assert any((p / "manifests.yaml").is_file() for p in root.rglob("release"))
     students = {p.parent for p in root.rglob("r1forge.json") if "student-op" in str(p)}
     assert len(students) == 2  # one task per student of the ParallelFor
     by_model = {}
@@ -110,6 +95,37 @@ def test_dvc_remote_round_trip_and_lineage(ws: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+def test_promoted_model_traces_back_to_its_dataset_hashes(ws: Path) -> None:
+    """From the registry's champion to the bytes of the datasets it was trained on."""
+    from urllib.parse import urlparse
+
+    from r1forge.io import folder_sha256
+
+    entries = json.loads((ws / "registry/models.json").read_text())
+    (entry,) = [e for e in entries if e["champion"]]
+    assert entry["name"] == "r1forge-ci" and entry["version"] == 1
+    published = Path(urlparse(entry["uri"]).path)
+    assert folder_sha256(published) == entry["sha256"]  # what serving fetches and verifies
+    values = yaml.safe_load((ws / "deploy/values.yaml").read_text())
+    assert values["model"]["uri"] == entry["uri"] and values["model"]["revision"] == entry["sha256"]
+    served = json.loads((published / "r1forge.json").read_text())["lineage"]
+    assert served == entry["lineage"]
+    lineage, seen = entry["lineage"], 0
+    while lineage:
+        for name, digest in lineage.get("datasets", {}).items():
+            places = [ws / "data" / name, ws / "models/distill/data" / name]
+            found = [p for p in places if Path(os.path.normpath(p)).is_file()]
+            assert found and sha256_file(Path(os.path.normpath(found[0]))) == digest, name
+            seen += 1
+        lineage = lineage.get("parent")
+    assert seen >= 2
+    assert entry["metrics"]["eval_sets"] == {
+        f.stem: sha256_file(f) for f in sorted((ws / "data/eval").glob("*.jsonl"))
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_dvc_repro_skips_unchanged_stages(ws: Path) -> None:
     second = dvc(ws, "repro")
     assert "Running stage" not in second
@@ -127,7 +143,7 @@ def test_dvc_repro_skips_unchanged_stages(ws: Path) -> None:
     assert "Stage 'base' didn't change" in third and "Stage 'sample' didn't change" in third
     assert "Running stage 'grpo_final'" in third and "Running stage 'eval_grpo_final'" in third
     rerun = {line.split("'")[1] for line in third.splitlines() if "Running stage" in line}
-    assert rerun == {"grpo_final", "eval_grpo_final", "distill"}
+    assert rerun == {"grpo_final", "eval_grpo_final", "distill", "promote"}
 
     report = run_cli("report", "--metrics", str(ws / "metrics")).stdout
     assert "checkpoints on the held-out eval sets" in report

