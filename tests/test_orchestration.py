@@ -245,7 +245,7 @@ def test_one_list_of_stages_for_dvc_kfp_and_the_cli(tmp_path: Path) -> None:
     names = task_names(next(yaml.safe_load_all(out.read_text())))
     missing = {s.name for s in STAGES} - names
     assert not missing, f"stages with no pipeline task: {missing}"
-    extra = {"distill_student", "promotion_candidate", "students", "promotion-gate"}
+    extra = {"distill_student", "students", "promotion-gate"}
     assert names - {s.name for s in STAGES} <= extra  # the loop, the gate and what they hold
     for kind in sorted({s.kind for s in STAGES}):
         assert run_cli(kind, "--help").returncode == 0

@@ -402,3 +402,29 @@ def test_champion_measured_on_other_sets_is_fetched_and_evaluated_again(
     summary = stage.run(recipe, [new], registry, tmp_path / "deploy", data=ci_data)
     assert summary["champion_pass@1"] == report["pass@1"]  # same model, same seeds
     assert summary["promoted"]  # the ci recipe's margin is 0: a tie passes
+
+
+def test_the_cluster_recipes_release_values_render_with_real_helm(tmp_path: Path) -> None:
+    """The 8xH200 recipe's promote values pass the chart's schema and render (helm template)."""
+    from r1forge.serving.helm import chart_path, helm, release_values
+
+    cfg = load_recipe(ROOT / "recipes/qwen2.5-math-1.5b-8xh200.yaml").promote
+    assert cfg.chart == "/opt/r1forge/helm/r1forge-serving"  # where the training image has it
+    cfg = cfg.model_copy(update={"chart": "helm/r1forge-serving"})
+    values = release_values(cfg, {**entry(3), "name": cfg.name, "uri": "s3://bucket/m/3"})
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    docs = [
+        d
+        for d in yaml.safe_load_all(helm("template", "r", str(chart_path(cfg)), "-f", str(path)))
+        if d
+    ]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    server = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] in (1, "1")
+    assert "--reasoning-parser" in server["args"] and "deepseek_r1" in server["args"]
+    assert {d["kind"] for d in docs} >= {
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "NetworkPolicy",
+    }
