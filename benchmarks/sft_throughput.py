@@ -139,7 +139,7 @@ def run_r1forge(
         warmup_steps=1,
         eval_fraction=0.0,
         save_every=10**9,
-        log_every=1,
+        log_every=args.log_every,
         zero_stage=args.zero,
         precision="bf16" if cuda else "fp32",
         attn_implementation=impl,
@@ -184,7 +184,7 @@ def run_r1forge(
         print("\n".join(tables))
         if args.out:
             args.out.with_suffix(".profile.txt").write_text("\n".join(tables))
-    steady = [r["tokens_per_s"] for r in rows[args.warmup :]]
+    steady = [r["tokens_per_s"] for r in rows if r["step"] > args.warmup]
     return {
         "tokens_per_s": statistics.median(steady),
         "step_tokens_per_s": steady,
@@ -217,10 +217,11 @@ def run_trl(args: argparse.Namespace, shape: dict[str, int], examples: list[Any]
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter())
+        def on_step_end(self, _args: Any, state: Any, *_: Any, **__: Any) -> None:
+            if state.global_step % args.log_every == 0:
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
         config = SFTConfig(
@@ -231,7 +232,7 @@ def run_trl(args: argparse.Namespace, shape: dict[str, int], examples: list[Any]
             packing_strategy="wrapped",
             bf16=cuda,
             max_steps=args.warmup + args.steps + 1,
-            logging_steps=1,
+            logging_steps=args.log_every,
             report_to="none",
             save_strategy="no",
             learning_rate=1e-5,
@@ -252,8 +253,9 @@ def run_trl(args: argparse.Namespace, shape: dict[str, int], examples: list[Any]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
-    step_tokens = args.rows * args.seq  # wrapped packing fills every row
-    gaps = [b - a for a, b in zip(times[args.warmup :], times[args.warmup + 1 :], strict=False)]
+    step_tokens = args.rows * args.seq * args.log_every  # wrapped packing fills every row
+    first = max(0, -(-args.warmup // args.log_every) - 1)  # first window after warm-up
+    gaps = [b - a for a, b in zip(times[first:], times[first + 1 :], strict=False)]
     per_step = [step_tokens / g for g in gaps]
     return {
         "tokens_per_s": statistics.median(per_step),
@@ -286,6 +288,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument(
         "--warmup", type=int, default=5, help="untimed first steps (compilation, allocator)"
+    )
+    parser.add_argument(
+        "--log-every",
+        type=int,
+        default=1,
+        help="steps per timing window, on both sides (each window ends with a GPU sync and a "
+        "loss read-back, as logging does)",
     )
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--seq", type=int, default=4096)
@@ -353,6 +362,7 @@ def main() -> None:
         "model_shape": shape,
         "parameters": n_params,
         "batch": {"rows": args.rows, "seq_len": args.seq, "tokens_per_step": args.rows * args.seq},
+        "timing_window_steps": args.log_every,
         "measured_bf16_matmul_flops": measured,
         "versions": versions(),
         **results,

@@ -96,10 +96,24 @@ def test_chunked_cross_entropy_matches_full_and_its_gradient() -> None:
     chunked = chunked_cross_entropy_sum(hidden, weight, targets, chunk=8)
     full = F.cross_entropy(hidden @ weight.T, targets, reduction="sum")
     assert torch.allclose(chunked, full, atol=1e-4)
-    g_chunked = torch.autograd.grad(chunked, (hidden, weight))
-    g_full = torch.autograd.grad(full, (hidden, weight))
+    # gradients are computed in the forward pass, then scaled by the incoming gradient
+    g_chunked = torch.autograd.grad(chunked * 0.25, (hidden, weight))
+    g_full = torch.autograd.grad(full * 0.25, (hidden, weight))
     for x, y in zip(g_chunked, g_full, strict=True):
-        assert torch.allclose(x, y, atol=1e-4)
+        assert torch.allclose(x, y, atol=1e-5)
+    frozen = weight.detach()  # only the hidden states need a gradient
+    (g_hidden,) = torch.autograd.grad(chunked_cross_entropy_sum(hidden, frozen, targets, 5), hidden)
+    assert torch.allclose(g_hidden, g_full[0] * 4, atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(
+            chunked_cross_entropy_sum(hidden, weight, targets, 8), full, atol=1e-4
+        )
+    # bf16 weights (as on GPUs): gradients come back in the inputs' dtypes
+    h16 = hidden.detach().bfloat16().requires_grad_()
+    w16 = weight.detach().bfloat16().requires_grad_()
+    grads = torch.autograd.grad(chunked_cross_entropy_sum(h16, w16, targets, 8), (h16, w16))
+    assert [g.dtype for g in grads] == [torch.bfloat16, torch.bfloat16]
+    assert torch.allclose(grads[1].float(), g_full[1] * 4, atol=0.05, rtol=0.05)
 
 
 def test_cross_entropy_by_hand() -> None:

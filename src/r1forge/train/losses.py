@@ -6,34 +6,91 @@ padding cost no logits and peak memory stays at one chunk of (tokens x vocab).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from r1forge.train import varlen
 from r1forge.train.batching import Batch, attention_mask
 
 
-def chunked_cross_entropy_sum(hidden: Any, weight: Any, targets: Any, chunk: int = 2048) -> Any:
-    """Sum of cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time.
-
-    Each chunk's logits are recomputed in backward (activation checkpointing), so they are
-    never all alive at once. Logits are upcast to float32 for a stable log-softmax.
-    """
+def _chunk_loss_and_grad(logits: Any, targets: Any) -> tuple[Any, Any]:
+    """Summed cross-entropy of one chunk and its gradient w.r.t. the logits (softmax minus
+    one-hot), in float32; one fused kernel on GPUs (compiled below)."""
     import torch
-    import torch.nn.functional as F
-    from torch.utils.checkpoint import checkpoint
 
-    def chunk_loss(h: Any, y: Any) -> Any:
-        return F.cross_entropy((h @ weight.T).float(), y, reduction="sum")
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(1, targets[:, None]).squeeze(1)
+    grad = torch.exp(logits - lse[:, None])
+    grad.scatter_add_(1, targets[:, None], -torch.ones_like(grad[:, :1]))
+    return (lse - picked).sum(), grad
 
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.shape[0], chunk):
-        h, y = hidden[start : start + chunk], targets[start : start + chunk]
-        total = total + (
-            checkpoint(chunk_loss, h, y, use_reentrant=False)
-            if torch.is_grad_enabled()
-            else chunk_loss(h, y)
-        )
-    return total
+
+_compiled_chunk_loss: Any = None
+
+
+def _chunk_kernel(device: Any) -> Any:
+    global _compiled_chunk_loss
+    if device.type != "cuda":
+        return _chunk_loss_and_grad
+    if _compiled_chunk_loss is None:
+        import torch
+
+        _compiled_chunk_loss = torch.compile(_chunk_loss_and_grad, dynamic=True)
+    return _compiled_chunk_loss
+
+
+@functools.cache
+def _linear_cross_entropy() -> Any:
+    """An autograd function: summed cross-entropy of `hidden @ weight.T`, whose gradients are
+    computed chunk by chunk during the forward pass (as Liger's fused linear cross-entropy
+    does), so logits are never all alive, never recomputed, and the softmax, loss and
+    gradient of a chunk are one pass over its logits."""
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(
+            ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int, needs_grad: bool
+        ) -> Any:
+            kernel = _chunk_kernel(hidden.device)
+            total = hidden.new_zeros((), dtype=torch.float32)
+            grad_hidden = torch.empty_like(hidden) if needs_grad else None
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
+            for start in range(0, hidden.shape[0], chunk):
+                h, y = hidden[start : start + chunk], targets[start : start + chunk]
+                loss, grad_logits = kernel(h @ weight.T, y)
+                total += loss
+                if needs_grad:
+                    grad_logits = grad_logits.to(hidden.dtype)
+                    grad_hidden[start : start + chunk] = grad_logits @ weight
+                    grad_weight += grad_logits.T @ h  # chunks summed in float32
+            ctx.save_for_backward(grad_hidden, grad_weight)
+            ctx.weight_dtype = weight.dtype
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad_output: Any) -> tuple[Any, ...]:
+            grad_hidden, grad_weight = ctx.saved_tensors
+            scale = grad_output.to(torch.float32)
+            return (
+                (grad_hidden * scale).to(grad_hidden.dtype) if ctx.needs_input_grad[0] else None,
+                (grad_weight * scale).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None,
+                None,
+                None,
+                None,
+            )
+
+    return LinearCrossEntropy
+
+
+def chunked_cross_entropy_sum(hidden: Any, weight: Any, targets: Any, chunk: int = 4096) -> Any:
+    """Sum of cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time,
+    logits upcast to float32 for a stable log-softmax; see `_linear_cross_entropy`."""
+    import torch
+
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return _linear_cross_entropy().apply(hidden, weight, targets, chunk, needs_grad)
 
 
 def causal_lm_loss_sum(
