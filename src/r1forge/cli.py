@@ -737,6 +737,20 @@ def report(
         console.print(checkpoints)
         write_json_atomic(metrics / "summary.json", rows)
         console.print(f"written: {metrics / 'summary.json'}")
+    promoted = metrics / "promote.json"
+    if promoted.is_file():
+        decision = json.loads(promoted.read_text(encoding="utf-8"))["promote"]
+        if decision["promoted"]:
+            console.print(
+                f"promotion: {decision['candidate']} (pass@1 {decision['pass@1']:.3f}) is "
+                f"{decision['name']} v{decision['version']}, the champion; release: "
+                f"{decision['release']['action']}"
+            )
+        else:
+            console.print(
+                f"promotion: {decision['candidate']} refused ({'; '.join(decision['reasons'])}); "
+                f"the champion stays v{decision['champion_version']}"
+            )
 
 
 def main() -> None:
