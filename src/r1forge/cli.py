@@ -430,7 +430,10 @@ def serve(
     served_model_name: Annotated[
         str | None, typer.Option(help="Name clients send. Default: the registry name or folder.")
     ] = None,
-    max_model_len: Annotated[int, typer.Option(help="Longest prompt + completion.")] = 512,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(help="Longest prompt + completion. Default: the model's, at most 4096."),
+    ] = None,
     dtype: Annotated[
         str | None, typer.Option(help="vLLM dtype. Default: float32 on CPU, auto on GPU.")
     ] = None,

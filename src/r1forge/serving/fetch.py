@@ -108,12 +108,20 @@ def fetch_model(
     return dest
 
 
+def readable_by_all(folder: Path) -> None:
+    """Folders 755, files 644: a server in a container runs as another user than the trainer."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def publish_model(source: str | Path, uri: str) -> None:
     """Copy a local model folder to `uri` (a path, file://, s3:// or gs://); the promote side."""
     target = local_path(uri)
     if target is not None:
         with atomic_dir(target) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
+            readable_by_all(tmp)
         return
     import fsspec
 

@@ -9,6 +9,7 @@ never on the command line.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -50,10 +51,17 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     served_model_name: str | None = None
-    max_model_len: int = 512
+    max_model_len: int | None = None
     dtype: str | None = None
     reasoning_parser: str = "deepseek_r1"
     extra_args: list[str] = field(default_factory=list)
+
+    def context_length(self) -> int:
+        """The recipe's, else the model's own context (`max_position_embeddings`), at most 4096."""
+        if self.max_model_len:
+            return self.max_model_len
+        config = json.loads((self.model / "config.json").read_text(encoding="utf-8"))
+        return min(4096, int(config.get("max_position_embeddings", 4096)))
 
     def command(self, cpu: bool) -> list[str]:
         name = self.served_model_name or self.model.name
@@ -72,7 +80,7 @@ class ServerOptions:
             "--port",
             str(self.port),
             "--max-model-len",
-            str(self.max_model_len),
+            str(self.context_length()),
             "--dtype",
             self.dtype or ("float32" if cpu else "auto"),
         ]
