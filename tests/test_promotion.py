@@ -96,7 +96,7 @@ def test_lineage_chain_and_model_card() -> None:
         "2. `grpo_final`",
     ):
         assert part in card, part
-    for part in ("## Evaluation", "| all | 10 | 0.500", "## Intended use", "## Limits", "passed"):
+    for part in ("## Metrics", "| all | 10 | 0.500", "## Intended use", "## Limits", "passed"):
         assert part in card, part
 
 

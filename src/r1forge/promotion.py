@@ -113,7 +113,7 @@ def model_card(entry: dict[str, Any], decision: GateDecision, cfg: PromoteConfig
         )
     lines += [
         "",
-        "## Evaluation",
+        "## Metrics",
         "",
         f"pass@1 averaged over k={metrics.get('k')} samples per prompt, cons@{metrics.get('k')} "
         "by majority vote, greedy accuracy; eval sets (sha256): "
