@@ -620,6 +620,13 @@ def pipeline_run_local(
     """Run the compiled DAG on this machine with kfp.local's SubprocessRunner (this Python)."""
     _setup_logging()
     with _user_errors():
+        import importlib.util
+
+        spec = importlib.util.find_spec("docker")
+        if spec is not None and spec.origin is None:
+            # run from the repo root with `python -m`, the images folder docker/ reads as a
+            # namespace package; kfp.local only tolerates a missing docker SDK, not that one
+            sys.modules["docker"] = None  # type: ignore[assignment]
         from kfp import local
 
         from pipelines.r1_pipeline import build
