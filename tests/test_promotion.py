@@ -321,6 +321,13 @@ def test_promote_gate_registry_card_release_and_rollback(tmp_path: Path) -> None
         "rollback", "--registry", str(ws / "registry"), "--output", str(ws / "deploy"), check=False
     )
     assert again.returncode == 2 and "nothing to roll back to" in again.stderr
+    # what `r1forge serve` serves by default: the champion (v1 again), fetched and checked
+    from r1forge.stages.promote import fetch_champion
+
+    recipe = load_recipe(ROOT / "recipes/tiny.yaml")
+    folder, name = fetch_champion(recipe, ws / "registry", ws / "cache")
+    assert (name, folder.name) == ("r1forge-tiny", "r1forge-tiny-v1")
+    assert folder_sha256(folder) == v1["sha256"]
 
 
 def test_promote_names_a_missing_evaluation(tmp_path: Path) -> None:

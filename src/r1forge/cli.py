@@ -452,19 +452,12 @@ def serve(
         from r1forge.serving.server import serve as run_server
 
         if model is None:
-            from r1forge.registry import REGISTRY_FILE, champion, load_registry
-            from r1forge.serving.fetch import fetch_model
+            from r1forge.stages.promote import fetch_champion
 
-            cfg = _load(recipe, overrides).promote
-            where = (registry or Path(cfg.registry)) / REGISTRY_FILE
-            entry = champion(load_registry(where), cfg.name)
-            if entry is None:
-                from r1forge.errors import ConfigError
-
-                raise ConfigError(f"{where}: no champion named {cfg.name!r}; run r1forge promote")
-            model = Path(".cache/serve") / f"{entry['name']}-v{entry['version']}"
-            fetch_model(entry["uri"], model, entry["sha256"])
-            served_model_name = served_model_name or entry["name"]
+            loaded = _load(recipe, overrides)
+            where = registry or Path(loaded.promote.registry)
+            model, name = fetch_champion(loaded, where, Path(".cache/serve"))
+            served_model_name = served_model_name or name
         options = ServerOptions(model, host, port, served_model_name, max_model_len, dtype)
         status = run_server(options, ready_timeout)
     raise typer.Exit(status)

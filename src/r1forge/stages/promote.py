@@ -21,6 +21,7 @@ previous champion and re-renders and re-applies its values.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import shutil
 import tempfile
@@ -61,8 +62,6 @@ def candidate_paths(name: str, models: Path, evals: Path) -> tuple[Path, Path]:
 
 
 def load_candidates(names: list[str], models: Path, evals: Path) -> list[Candidate]:
-    import json
-
     found = []
     for name in names:
         model, metrics = candidate_paths(name, models, evals)
@@ -183,8 +182,6 @@ def promote_candidate(
     output: Path,
 ) -> dict[str, Any]:
     """Publish, deploy, then record: the registry changes only once the release is out."""
-    import json
-
     from r1forge.serving.fetch import publish_model
 
     cfg = recipe.promote
@@ -231,3 +228,18 @@ def rollback(recipe: Recipe, registry: Path, output: Path) -> dict[str, Any]:
         "uri": restored["uri"],
         "release": release,
     }
+
+
+def fetch_champion(recipe: Recipe, registry: Path, cache: Path) -> tuple[Path, str]:
+    """(a local copy of the registry's champion, its name): what `r1forge serve` serves by
+    default; fetched by URI and sha256-checked, reused when already there."""
+    from r1forge.serving.fetch import fetch_model
+
+    cfg = recipe.promote
+    entry = champion(load_registry(registry / REGISTRY_FILE), cfg.name)
+    if entry is None:
+        raise ConfigError(
+            f"{registry / REGISTRY_FILE}: no champion named {cfg.name!r}; run r1forge promote"
+        )
+    folder = cache / f"{entry['name']}-v{entry['version']}"
+    return fetch_model(entry["uri"], folder, entry["sha256"]), entry["name"]
