@@ -61,6 +61,17 @@ def ci_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def ci_base(tmp_path_factory: pytest.TempPathFactory, ci_data: Path) -> Path:
+    """The ci recipe's base model (a seconds-long pretraining), built once for the session."""
+    from r1forge.config import load_recipe
+    from r1forge.stages import base
+
+    out = tmp_path_factory.mktemp("ci") / "base"
+    base.run(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, out)
+    return out
+
+
 def run_in(cmd: list[str], cwd: Path, timeout: int = 1800) -> str:
     """Run a command in `cwd` with the venv's tools first on PATH; its output, checked."""
     env = child_env(

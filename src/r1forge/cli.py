@@ -83,6 +83,15 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+@app.callback()
+def _load_plugins() -> None:
+    """Import the modules R1FORGE_PLUGINS names (user rewards, verifiers, rollout engines)."""
+    from r1forge.plugins import load_plugins
+
+    with _user_errors():
+        load_plugins()
+
+
 def _load(recipe: Path, overrides: list[str] | None):
     from r1forge.config import load_recipe
 

@@ -188,6 +188,12 @@ class SFTConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     zero_stage: int = Field(0, ge=0, le=3)
+    zero3_persistence_threshold: int = Field(
+        100_000,
+        ge=0,
+        description="ZeRO-3: parameters with fewer elements stay whole on every rank "
+        "(fewer tiny all-gathers); 0 shards every one",
+    )
     offload_optimizer: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     master_weights: bool = Field(
@@ -278,6 +284,12 @@ class GRPOConfig(Strict):
     log_every: int = Field(1, ge=1)
     sample_table_every: int = Field(10, ge=1)
     zero_stage: int = Field(0, ge=0, le=3)
+    zero3_persistence_threshold: int = Field(
+        100_000,
+        ge=0,
+        description="ZeRO-3: parameters with fewer elements stay whole on every rank "
+        "(fewer tiny all-gathers); 0 shards every one",
+    )
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     collapse: CollapseGuard = Field(default_factory=CollapseGuard)

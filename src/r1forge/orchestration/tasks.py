@@ -75,6 +75,9 @@ def run_stage(
     A training stage whose resources ask for several nodes is submitted as a TrainJob (or
     PyTorchJob) instead, and this task waits for it.
     """
+    from r1forge.plugins import load_plugins
+
+    load_plugins()
     recipe = recipe_of(recipe_text, overrides)
     config = getattr(recipe, section, None)
     resources = getattr(config, "resources", None)

@@ -20,6 +20,9 @@ class Sampling:
     seed: int = 0
     logprobs: bool = True
     ignore_eos: bool = False  # run every completion to max_new_tokens (benchmarks)
+    # one seed per prompt: engines that honour it (static, vllm) then draw a prompt's samples
+    # the same whichever batch or rank it lands in, so N ranks sample what 1 process would
+    prompt_seeds: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -63,6 +66,28 @@ class RolloutEngine(Protocol):
 
 
 ENGINES: dict[str, Callable[..., RolloutEngine]] = {}
+
+
+def sampling_module(policy: Any, replica: Any = None) -> Any:
+    """The module an engine samples with: the policy itself, or, when ZeRO-3 partitions it
+    (its weights then exist only inside forward hooks, gathered layer by layer on every rank
+    in lockstep), a dense replica on this rank's device refreshed from the gathered weights.
+    Collective under ZeRO-3: every rank calls it, after each update."""
+    from r1forge.train.engine import copy_gathered, dense_replica, is_partitioned
+
+    if not is_partitioned(policy):
+        return policy
+    if replica is None or replica is policy:
+        import torch
+
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+        replica = dense_replica(policy, device).eval()
+    copy_gathered(policy, replica)
+    return replica
 
 
 def register_engine(

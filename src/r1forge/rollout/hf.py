@@ -1,24 +1,28 @@
 """The transformers rollout engine: batched sampling with the policy module itself.
 
-It samples with the very module being trained (no copy, nothing to sync), in left-padded
-batches of up to `max_batch` sequences, and returns each sampled token's log-probability
-under the sampling distribution (temperature applied).
+It samples with the very module being trained (no copy, nothing to sync; under ZeRO-3 a
+dense replica refreshed after each update), in left-padded batches of up to `max_batch`
+sequences, and returns each sampled token's log-probability under the sampling
+distribution (temperature applied).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine
+from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine, sampling_module
 
 
 @register_engine("transformers")
 class TransformersEngine:
+    """Samples with `torch.manual_seed(sampling.seed)`: `prompt_seeds` are not honoured."""
+
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 256):
-        self.model, self.tokenizer, self.max_batch = model, tokenizer, max_batch
+        self.model, self.tokenizer, self.max_batch = sampling_module(model), tokenizer, max_batch
 
     def sync_weights(self, model: Any) -> None:
-        self.model = model  # the policy itself: already current
+        # the policy itself (already current), or under ZeRO-3 its refreshed dense replica
+        self.model = sampling_module(model, self.model)
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
         import torch

@@ -10,7 +10,8 @@ nothing to sync) over a preallocated KV cache:
   call needs no repeated K/V;
 - the rotary tables and the attention mask are made once per step, not once per layer;
 - sampling (temperature, top-p, Gumbel-max) and the sampled token's log-prob run on the
-  device, and the whole decode step (model, sampling, bookkeeping) is captured once into
+  device, its noise a hash of (prompt seed, sample, step, token id): a prompt's samples do
+  not depend on the batch or rank it lands in; the whole decode step (model, sampling, bookkeeping) is captured once into
   a CUDA graph per (batch, length) bucket and replayed, with an EOS check every
   `check_every` steps as the only host synchronisation;
 - on GPUs the decode forward is also `torch.compile`d before capture, which fuses the
@@ -24,19 +25,59 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
-from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine
+from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine, sampling_module
 
 log = logging.getLogger("r1forge.rollout")
 
 
-def sample_tokens(logits: Any, temperature: float, top_p: float) -> tuple[Any, Any]:
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: Any, c: int) -> Any:
+    """(x * c) mod 2^32 for x < 2^32 held in int64, in halves so nothing overflows int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _hash32(x: Any) -> Any:
+    """A 32-bit integer mixer (lowbias32): every input bit flips each output bit ~half the time."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def keyed_uniform(keys: Any, step: Any, vocab: int) -> Any:
+    """Uniform (0, 1) noise (B, vocab), a pure function of (row key, step, token id).
+
+    torch.rand would tie a row's draws to its batch and rank; hashed counters do not, and
+    run inside a CUDA graph like rand does. `keys` (B,) and `step` (1,) are int64 tensors.
+    """
+    import torch
+
+    base = _hash32((keys & _MASK32) ^ _hash32(step & _MASK32))
+    ids = torch.arange(vocab, device=keys.device)
+    bits = _hash32(base[:, None] ^ ids[None, :])
+    return ((bits >> 8).float() + 0.5) * 2.0**-24
+
+
+def row_key(prompt_seed: int, sample: int) -> int:
+    """The noise key of a prompt's `sample`-th completion."""
+    return (prompt_seed ^ (sample * 0x9E3779B9)) & _MASK32
+
+
+def sample_tokens(
+    logits: Any, temperature: float, top_p: float, uniform: Any = None
+) -> tuple[Any, Any]:
     """(token (B,), its log-prob under softmax(logits / T)) drawn with top-p; greedy when T <= 0.
 
     Gumbel-max over the kept logits draws exactly from the renormalised top-p distribution,
-    with one `rand` and no host synchronisation, so it can live inside a CUDA graph.
+    from `uniform` noise shaped like `logits` (torch.rand when None) with no host
+    synchronisation, so it can live inside a CUDA graph.
     """
     import torch
 
@@ -54,7 +95,9 @@ def sample_tokens(logits: Any, temperature: float, top_p: float) -> tuple[Any, A
         drop_sorted = before >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         keep = scaled.masked_fill(drop, float("-inf"))
-    uniform = torch.rand_like(keep).clamp_(min=1e-20, max=1.0 - 1e-7)
+    if uniform is None:
+        uniform = torch.rand_like(keep)
+    uniform = uniform.clamp(min=1e-20, max=1.0 - 1e-7)
     token = (keep - torch.log(-torch.log(uniform))).argmax(-1)
     return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
@@ -121,6 +164,7 @@ class _Buffers:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in lay.layers]
         self.token = torch.zeros((rows, 1), device=device, dtype=torch.long)
         self.pad = torch.zeros((rows,), device=device, dtype=torch.long)
+        self.row_keys = torch.zeros((rows,), device=device, dtype=torch.long)
         self.slot = torch.zeros((1,), device=device, dtype=torch.long)
         self.step = torch.zeros((1,), device=device, dtype=torch.long)
         self.out_tokens = torch.zeros((rows, new), device=device, dtype=torch.long)
@@ -142,27 +186,34 @@ class StaticCacheEngine:
         compile: bool = True,
         check_every: int = 16,
     ):
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer = sampling_module(model), tokenizer
         self.max_batch, self.check_every = max_batch, check_every
         self.cuda_graphs, self.compile = cuda_graphs, compile
         self._compiled: Any = None
-        self.layout = _layout(model)
+        self._samplers: dict[tuple[float, float], Any] = {}
+        self.layout = _layout(self.model)
         self._buckets: dict[tuple[int, int, int, float, float], _Buffers] = {}
 
     def sync_weights(self, model: Any) -> None:
-        """The engine runs the policy's own modules; a new module object needs a new layout."""
-        if model is not self.model:
-            self.model, self.layout, self._buckets = model, _layout(model), {}
+        """The engine runs the policy's own modules (under ZeRO-3 a dense replica, refreshed in
+        place so captured graphs stay valid); a new module object needs a new layout."""
+        current = sampling_module(model, self.model)
+        if current is not self.model:
+            self.model, self.layout, self._buckets = current, _layout(current), {}
             self._compiled = None
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
         import torch
 
-        expanded = [(i, ids) for i, ids in enumerate(prompts) for _ in range(n)]
+        seeds = sampling.prompt_seeds or [
+            random.Random(f"{sampling.seed}/{i}").randrange(1 << 32) for i in range(len(prompts))
+        ]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} prompt seeds for {len(prompts)} prompts")
+        expanded = [
+            (i, row_key(seeds[i], j), ids) for i, ids in enumerate(prompts) for j in range(n)
+        ]
         device = next(self.model.parameters()).device
-        torch.manual_seed(sampling.seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed(sampling.seed)
         was_training = self.model.training
         self.model.eval()
         out: list[Completion] = []
@@ -233,12 +284,30 @@ class StaticCacheEngine:
                 self._compiled = torch.compile(self._logits, dynamic=False)
             forward = self._compiled
         logits = forward(buf, buf.token, positions, buf.slot)
-        token, logp = sample_tokens(logits, sampling.temperature, sampling.top_p)
+        token, logp = self._sample(logits, buf.row_keys, buf.step, sampling)
         buf.out_tokens.index_copy_(1, buf.step, token[:, None])
         buf.out_logp.index_copy_(1, buf.step, logp[:, None])
         buf.token.copy_(token[:, None])
         buf.slot.add_(1)
         buf.step.add_(1)
+
+    def _sample(self, logits: Any, keys: Any, step: Any, sampling: Sampling) -> tuple[Any, Any]:
+        """Tokens drawn with keyed noise; on GPUs compiled into a few fused kernels."""
+
+        def draw(logits: Any, keys: Any, step: Any) -> tuple[Any, Any]:
+            noise = None
+            if sampling.temperature > 0:
+                noise = keyed_uniform(keys, step, logits.shape[-1])
+            return sample_tokens(logits, sampling.temperature, sampling.top_p, noise)
+
+        if not (self.compile and logits.device.type == "cuda"):
+            return draw(logits, keys, step)
+        import torch
+
+        key = (sampling.temperature, sampling.top_p)
+        if key not in self._samplers:
+            self._samplers[key] = torch.compile(draw, dynamic=False)
+        return self._samplers[key](logits, keys, step)
 
     def _bucket(self, rows: int, prompt_width: int, sampling: Sampling, device: Any) -> _Buffers:
 
@@ -254,25 +323,30 @@ class StaticCacheEngine:
         return self._buckets[key]
 
     def _batch(
-        self, items: list[tuple[int, list[int]]], sampling: Sampling, device: Any
+        self, items: list[tuple[int, int, list[int]]], sampling: Sampling, device: Any
     ) -> list[Completion]:
+        """Rows of (prompt index, noise key, prompt ids), sampled together."""
         import torch
 
         pad_id, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         eos = None if sampling.ignore_eos else eos
         new = sampling.max_new_tokens
-        buf = self._bucket(len(items), max(len(ids) for _, ids in items), sampling, device)
+        buf = self._bucket(len(items), max(len(ids) for *_, ids in items), sampling, device)
         rows, width = buf.token.shape[0], buf.keys_range.shape[0] - new
         prompt = torch.full((rows, width), pad_id, dtype=torch.long)
         pad = torch.full((rows,), width - 1, dtype=torch.long)  # filler rows: one pad token
-        for row, (_, ids) in enumerate(items):
+        keys = torch.zeros((rows,), dtype=torch.long)
+        for row, (_, key, ids) in enumerate(items):
             prompt[row, width - len(ids) :] = torch.tensor(ids)
             pad[row] = width - len(ids)
+            keys[row] = key
         buf.pad.copy_(pad)
+        buf.row_keys.copy_(keys)
+        buf.step.zero_()
         slots = torch.arange(width, device=device)
         positions = (slots[None, :] - buf.pad[:, None]).clamp(min=0)
         logits = self._logits(buf, prompt.to(device), positions, slots)
-        token, logp = sample_tokens(logits, sampling.temperature, sampling.top_p)
+        token, logp = self._sample(logits, buf.row_keys, buf.step, sampling)
         buf.out_tokens.zero_()
         buf.out_tokens[:, 0], buf.out_logp[:, 0] = token, logp
         buf.token.copy_(token[:, None])
@@ -297,14 +371,14 @@ class StaticCacheEngine:
                 eos,
                 self.tokenizer,
             )
-            for row, (prompt_index, _) in enumerate(items)
+            for row, (prompt_index, *_) in enumerate(items)
         ]
 
     def _graph_step(self, buf: _Buffers, sampling: Sampling, device: Any) -> Any:
         """The decode step as a callable: a replayed CUDA graph on GPUs, eager elsewhere."""
         import torch
 
-        if device.type != "cuda" or not self.cuda_graphs or _is_partitioned(self.model):
+        if device.type != "cuda" or not self.cuda_graphs:
             return lambda: self._decode_step(buf, sampling)
         if buf.graph is None:
             # warm-up and capture each run one real step from the state prefill left, which
@@ -332,8 +406,3 @@ class StaticCacheEngine:
             rows, slots = buf.token.shape[0], buf.keys_range.shape[0]
             log.info("captured the decode step for %d rows x %d cache slots", rows, slots)
         return buf.graph.replay
-
-
-def _is_partitioned(model: Any) -> bool:
-    """ZeRO-3 gathers parameters in hooks, which a captured graph would skip."""
-    return any(hasattr(p, "ds_id") for p in model.parameters())

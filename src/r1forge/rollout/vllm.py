@@ -112,7 +112,14 @@ class VLLMEngine:
             ignore_eos=sampling.ignore_eos,
         )
         requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts for _ in range(copies)]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        per_request: Any = params
+        if sampling.prompt_seeds is not None and not self.on_cpu:
+            per_request = [
+                params.clone() for _ in requests
+            ]  # one seed per prompt: its samples do not depend on the batch it lands in
+            for index, request_params in enumerate(per_request):
+                request_params.seed = sampling.prompt_seeds[index // copies]
+        outputs = self.llm.generate(requests, per_request, use_tqdm=False)
         completions = []
         for request, output in enumerate(outputs):
             index = request // copies

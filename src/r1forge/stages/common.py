@@ -63,8 +63,14 @@ def publish_model(
     """Write the final model folder on rank 0: weights (LoRA merged), tokenizer, lineage,
     metrics, curves, resolved config and the W&B run; then the DVC metrics file."""
     from r1forge.models import read_metadata, write_metadata
+    from r1forge.train.engine import dense_replica, is_partitioned
 
-    model.load_state_dict(state)
+    if is_partitioned(model):  # ZeRO-3 left the trained module's weights as empty shards
+        model = dense_replica(model, "meta")  # no memory, no random init: the state is assigned
+        model.load_state_dict(state, assign=True)
+        model.tie_weights()
+    else:
+        model.load_state_dict(state)
     if merge_lora:
         model = model.merge_and_unload()
     model.config.use_cache = True

@@ -106,13 +106,20 @@ def use_bf16(precision: str, device: Any) -> bool:
 
 
 def deepspeed_config(
-    *, zero_stage: int, grad_accum: int, max_grad_norm: float, bf16: bool, offload_optimizer: bool
+    *,
+    zero_stage: int,
+    grad_accum: int,
+    max_grad_norm: float,
+    bf16: bool,
+    offload_optimizer: bool,
+    persistence_threshold: int = 100_000,
 ) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": zero_stage}
     if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
+        zero["stage3_param_persistence_threshold"] = persistence_threshold
     return {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": grad_accum,
@@ -235,6 +242,81 @@ def load_checkpoint(engine: Any, folder: Path, dist: Dist) -> dict[str, Any]:
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return json.loads((folder / tag / "trainer.json").read_text())
+
+
+def is_partitioned(model: Any) -> bool:
+    """True when ZeRO-3 holds `model`'s weights as shards, gathered only inside its hooks."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def dense_replica(model: Any, device: Any) -> Any:
+    """A plain module of `model`'s architecture and dtype on `device`, weights uninitialised.
+
+    ZeRO-3 leaves the trained module's parameters empty outside its hooks; what must run or
+    be saved whole (rollouts, the published model) runs on such a replica filled by
+    `copy_gathered`. LoRA adapters are rebuilt from the model's own peft config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    peft_config = getattr(model, "peft_config", None)
+    base = model.get_base_model() if peft_config else model
+    dtype = next(iter(p.ds_tensor for p in base.parameters() if hasattr(p, "ds_tensor"))).dtype
+    with torch.device(device):
+        replica = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
+    if peft_config:
+        from peft import get_peft_model
+
+        replica = get_peft_model(replica, peft_config["default"])
+    return replica.requires_grad_(False)
+
+
+def copy_gathered(model: Any, replica: Any, chunk: int = 64) -> None:
+    """Copy ZeRO-3-partitioned `model`'s weights into the dense `replica`, `chunk` tensors at a
+    time so no rank ever holds more than that much gathered. Collective: every rank calls it."""
+    import deepspeed
+    import torch
+
+    target = dict(replica.named_parameters())
+    named = list(model.named_parameters())
+    with torch.no_grad():
+        for start in range(0, len(named), chunk):
+            part = named[start : start + chunk]
+            with deepspeed.zero.GatheredParameters([p for _, p in part], modifier_rank=None):
+                for name, param in part:
+                    target[name].copy_(param.detach())
+
+
+def check_ranks_agree(engine: Any, step: int, chunk: int = 64) -> dict[str, Any]:
+    """Every rank's step and checksums of the whole weights (gathered under ZeRO-3), compared.
+
+    Ranks that drifted apart (replicas updated differently, a rank a step behind) fail the
+    run here rather than publish one rank's view. Collective: every rank calls it.
+    """
+    import deepspeed
+    import torch
+
+    params = list(engine.module.parameters())
+    sums = torch.zeros(2, dtype=torch.float64, device=params[0].device)
+    with torch.no_grad():
+        for start in range(0, len(params), chunk):
+            part = params[start : start + chunk]
+            with deepspeed.zero.GatheredParameters(part, modifier_rank=None):
+                for param in part:
+                    sums[0] += param.detach().double().sum()
+                    sums[1] += param.detach().double().abs().sum()
+    mine = torch.cat([torch.tensor([float(step)], dtype=torch.float64, device=sums.device), sums])
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    every = [mine.clone() for _ in range(world)]
+    if world > 1:
+        torch.distributed.all_gather(every, mine)
+    views = [t.tolist() for t in every]
+    disagree = [rank for rank, view in enumerate(views) if view != views[0]]
+    if disagree:
+        raise RuntimeError(
+            f"ranks {disagree} disagree with rank 0 on (step, weight sum, |weight| sum): {views}"
+        )
+    return {"ranks": world, "step": step, "weight_sum": views[0][1], "weight_abs_sum": views[0][2]}
 
 
 def full_state_dict(engine: Any) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from r1forge.errors import ConfigError
 from r1forge.train import varlen
 from r1forge.train.batching import Batch, attention_mask
 
@@ -97,9 +98,20 @@ def causal_lm_loss_sum(
     model: Any, batch: Batch, implementation: str, chunk: int = 2048
 ) -> tuple[Any, int]:
     """(sum of next-token losses over labelled tokens, number of labelled tokens) for a batch."""
+    import torch
+
     selected, targets = labelled_hidden(model, batch, implementation)
     head = model.get_output_embeddings()
+    if zero3_sharded(head.weight):  # only a call of the head module sees its weight whole
+        logits = head(selected).float()
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum"), batch.n_labels
     return chunked_cross_entropy_sum(selected, head.weight, targets, chunk), batch.n_labels
+
+
+def zero3_sharded(weight: Any) -> bool:
+    """ZeRO-3 holds this weight as shards, gathered only inside its module's hooks (weights
+    under the persistence threshold stay whole), so the fused loss cannot take it directly."""
+    return hasattr(weight, "ds_id") and not getattr(weight, "ds_persist", False)
 
 
 def labelled_hidden(model: Any, batch: Batch, implementation: str) -> tuple[Any, Any]:
@@ -167,6 +179,8 @@ def distillation_loss_sum(
 
     selected, targets = labelled_hidden(model, batch, implementation)
     weight = model.get_output_embeddings().weight
+    if zero3_sharded(weight):
+        raise ConfigError("distillation runs with zero_stage 0-2 (students fit one GPU)")
     with torch.no_grad():
         teacher_hidden, _ = labelled_hidden(teacher, batch, "sdpa")
         teacher_weight = teacher.get_output_embeddings().weight

@@ -3,8 +3,9 @@
 Each step takes `prompts_per_step` prompts (split across ranks), samples `group_size`
 completions for each with the rollout engine, scores them with the recipe's weighted rule
 rewards, turns rewards into group-relative advantages and makes `mu` policy updates over
-the batch. Sampling seeds are a function of (seed, step, rank), so a resumed run samples
-exactly what the uninterrupted run would have.
+the batch. Sampling seeds are a function of (seed, step, prompt) (the `transformers` engine:
+of (seed, step, rank)), so a resumed run samples exactly what the uninterrupted run would
+have, and with the static or vLLM engine N ranks sample what one process would.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from r1forge.train.engine import (
     Dist,
     all_reduce_sum,
     build_engine,
+    check_ranks_agree,
     deepspeed_config,
     kill_if_asked,
     latest_checkpoint,
@@ -181,8 +183,8 @@ def evaluate_pass1(
     return out
 
 
-def _sampling_seed(seed: int, step: int, rank: int) -> int:
-    return random.Random(f"{seed}/rollout/{step}/{rank}").randrange(1 << 31)
+def _sampling_seed(seed: int, step: int, who: str) -> int:
+    return random.Random(f"{seed}/rollout/{step}/{who}").randrange(1 << 31)
 
 
 def train_grpo(
@@ -231,6 +233,7 @@ def train_grpo(
             max_grad_norm=cfg.max_grad_norm,
             bf16=bf16,
             offload_optimizer=False,
+            persistence_threshold=cfg.zero3_persistence_threshold,
         ),
         device=dist.device,
     )
@@ -274,7 +277,8 @@ def train_grpo(
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
-            seed=_sampling_seed(cfg.seed, step, dist.rank),
+            seed=_sampling_seed(cfg.seed, step, f"rank{dist.rank}"),
+            prompt_seeds=tuple(_sampling_seed(cfg.seed, step, f"prompt{i}") for i in chosen),
             logprobs=False,
         )
         completions: list[Completion] = rollout.generate(
@@ -373,6 +377,7 @@ def train_grpo(
             "truncated_fraction": reduced[8] / n,
             "rollout_tokens_per_s": sum(lengths) / max(1e-9, rollout_seconds),
             "train_tokens_per_s": local_tokens * cfg.mu / max(1e-9, train_seconds),
+            "step_seconds": time.perf_counter() - began,  # rollout, rewards and updates
             "lr": engine.get_lr()[0],
         }
         for offset, name in enumerate(sorted(values)):
@@ -411,6 +416,7 @@ def train_grpo(
             break
     summary.update(
         steps=done,
+        rank_check=check_ranks_agree(engine, done),
         resumed_from_step=start,
         eval_after=last_eval,
     )

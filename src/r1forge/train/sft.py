@@ -24,6 +24,7 @@ from r1forge.train.engine import (
     Dist,
     all_reduce_sum,
     build_engine,
+    check_ranks_agree,
     deepspeed_config,
     kill_if_asked,
     latest_checkpoint,
@@ -230,6 +231,7 @@ def train_sft(
             max_grad_norm=0.0 if own_clipping else cfg.max_grad_norm,
             bf16=bf16 and cfg.master_weights,
             offload_optimizer=cfg.offload_optimizer,
+            persistence_threshold=cfg.zero3_persistence_threshold,
         ),
         device=dist.device,
     )
@@ -300,6 +302,7 @@ def train_sft(
         kill_if_asked(done)
     summary = {
         "steps": schedule.total_steps,
+        "rank_check": check_ranks_agree(engine, schedule.total_steps),
         "resumed_from_step": start,
         "steps_per_epoch": schedule.steps_per_epoch,
         "final_eval_loss": last_eval,
