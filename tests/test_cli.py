@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, child_env, run_cli
 
 
 def test_help_lists_stage_commands() -> None:
@@ -94,3 +96,40 @@ def test_report_shows_held_out_accuracy_before_and_after(tmp_path: Path) -> None
     out = run_cli("report", "--metrics", str(tmp_path)).stdout
     assert "held-out pass@1 before and after RL" in out and "+10.0" in out
     assert "steps=3" in out and "not run" in out
+
+
+def test_plugins_register_rewards_a_recipe_can_name(tmp_path: Path) -> None:
+    (tmp_path / "my_rewards.py").write_text(
+        "from r1forge.rewards import register\n\n"
+        "@register('always_one')\n"
+        "def always_one(completions, examples, **params):\n"
+        "    return [1.0] * len(completions)\n"
+    )
+    args = [
+        "data",
+        "--recipe",
+        str(ROOT / "recipes/ci.yaml"),
+        "--set",
+        "grpo_reasoning.rewards={always_one: 1.0}",
+        "--set",
+        "data.cold_start_size=10",
+        "--output",
+        str(tmp_path / "data"),
+    ]
+
+    def run(plugins: str | None) -> subprocess.CompletedProcess[str]:
+        env = {"PYTHONPATH": str(tmp_path)} | ({"R1FORGE_PLUGINS": plugins} if plugins else {})
+        return subprocess.run(
+            [sys.executable, "-m", "r1forge.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=child_env(env),
+        )
+
+    unknown = run(None)
+    assert unknown.returncode == 2 and "unknown reward(s) ['always_one']" in unknown.stderr
+    assert run("my_rewards").returncode == 0
+    missing = run("my_rewards, not_a_module")
+    assert missing.returncode == 2
+    assert "R1FORGE_PLUGINS: cannot import 'not_a_module'" in missing.stderr
