@@ -441,12 +441,13 @@ def main() -> None:
         environment=environment(),
     )
     parts = {"sft": sft_part, "grpo": grpo_part}
+    units = {"sft": "tokens_per_s", "grpo": "steps_per_s"}
     for part in args.parts:
         print(f"{part}:", flush=True)
         report[part] = parts[part](runner, sorted(args.gpus), size)
         report[part]["measured"] = time.strftime("%Y-%m-%d")
         for n, r in report[part]["runs"].items():
-            rate = r.get("tokens_per_s") or r.get("steps_per_s")
+            rate = r[units[part]]
             unit = "tokens/s" if part == "sft" else "steps/s"
             print(
                 f"  {n} GPU(s): {rate:,.3f} {unit}, speedup {r['speedup']:.2f}x, efficiency {r['scaling_efficiency']:.1%}"
@@ -455,6 +456,17 @@ def main() -> None:
         print(
             f"  kill after step {resume['killed_after_step']} + resume vs uninterrupted: weights {resume['weights_vs_uninterrupted']}"
         )
+    report["scaling"] = {  # the headline figures, by GPU count
+        part: {
+            "rate": units[part],
+            "by_gpus": {n: r[units[part]] for n, r in report[part]["runs"].items()},
+            "scaling_efficiency": {
+                n: r["scaling_efficiency"] for n, r in report[part]["runs"].items()
+            },
+        }
+        for part in units
+        if part in report
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".tmp")

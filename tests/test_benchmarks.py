@@ -116,3 +116,5 @@ def test_multi_gpu_scaling_smoke(tmp_path: Path) -> None:
         assert resume["weights_vs_uninterrupted"]["max_abs"] <= 1e-6
         assert all(r["scaling_efficiency"] > 0 for r in part["runs"].values())
     assert grpo["kill_and_resume"]["weights_moved"]["max_abs"] > 1e-5
+    assert report["scaling"]["sft"]["scaling_efficiency"]["1"] == 1.0
+    assert set(report["scaling"]["grpo"]["by_gpus"]) == {"1", "2"}
