@@ -10,10 +10,11 @@ nothing to sync) over a preallocated KV cache:
   call needs no repeated K/V;
 - the rotary tables and the attention mask are made once per step, not once per layer;
 - sampling (temperature, top-p, Gumbel-max) and the sampled token's log-prob run on the
-  device, its noise a hash of (prompt seed, sample, step, token id): a prompt's samples do
-  not depend on the batch or rank it lands in; the whole decode step (model, sampling, bookkeeping) is captured once into
-  a CUDA graph per (batch, length) bucket and replayed, with an EOS check every
-  `check_every` steps as the only host synchronisation;
+  device, the noise a hash of (prompt seed, sample, step, token id), so a prompt's samples
+  do not depend on the batch or rank it lands in;
+- the whole decode step (model, sampling, bookkeeping) is captured once into a CUDA graph
+  per (batch, length) bucket and replayed, with an EOS check every `check_every` steps as
+  the only host synchronisation;
 - on GPUs the decode forward is also `torch.compile`d before capture, which fuses the
   norms, rotary and activations: a small model's decode step is bound by kernel count.
 

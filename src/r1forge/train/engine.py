@@ -250,7 +250,8 @@ def is_partitioned(model: Any) -> bool:
 
 
 def dense_replica(model: Any, device: Any) -> Any:
-    """A plain module of `model`'s architecture and dtype on `device`, weights uninitialised.
+    """A plain module of `model`'s architecture and dtype on `device`, its weights to be
+    filled (on "meta" it takes no memory and no time to initialise).
 
     ZeRO-3 leaves the trained module's parameters empty outside its hooks; what must run or
     be saved whole (rollouts, the published model) runs on such a replica filled by
