@@ -8,6 +8,9 @@ sample at R1's temperature 0.6 / top-p 0.95) on eval sets from a disjoint proble
     python benchmarks/recipe_quality.py --recipe recipes/quality-h200.yaml --seeds 0 1 \\
         --out benchmarks/results/recipe_quality.json
     python benchmarks/recipe_quality.py --recipe recipes/ci.yaml --seeds 0   # CPU smoke run
+
+Resumable: run again with the same `--workdir` and finished stages are skipped, and a GRPO
+run cut short (e.g. by a time limit) continues from its last checkpoint (`--resume`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "r1forge.cli", *args]
 
 
+def finished(output: Path) -> bool:
+    """A stage's output folder is only complete once its r1forge.json is there."""
+    return (output / "r1forge.json").is_file()
+
+
 def seed_chain(recipe: Path, data: Path, work: Path, seed: int) -> list[list[str]]:
-    """The commands of one seed: base, cold-start SFT, GRPO, each seeded with `seed`."""
+    """The commands of one seed still to run: base, cold-start SFT, GRPO, seeded with `seed`.
+
+    Stages already finished in `work` are skipped; GRPO resumes from its checkpoints.
+    """
     seeds = [f"base.seed={seed}", f"sft_cold_start.seed={seed}", f"grpo_reasoning.seed={seed}"]
     common = ["--recipe", str(recipe), *(x for s in seeds for x in ("--set", s))]
-    return [
+    resume = ["--resume"] if any((work / "grpo.run" / "checkpoints").glob("*")) else []
+    chain = [
         cli("base", *common, "--data", str(data), "--output", str(work / "base")),
         cli(
             "sft",
@@ -55,8 +67,10 @@ def seed_chain(recipe: Path, data: Path, work: Path, seed: int) -> list[list[str
             str(work / "sft"),
             "--output",
             str(work / "grpo"),
+            *resume,
         ),
     ]
+    return [cmd for cmd, stage in zip(chain, STAGES, strict=True) if not finished(work / stage)]
 
 
 def run_seeds(recipe: Path, data: Path, workdir: Path, seeds: list[int]) -> dict[int, float]:
@@ -68,8 +82,8 @@ def run_seeds(recipe: Path, data: Path, workdir: Path, seeds: list[int]) -> dict
         work.mkdir(parents=True, exist_ok=True)
         script = " && ".join(
             " ".join(f"'{a}'" for a in cmd) for cmd in seed_chain(recipe, data, work, seed)
-        )
-        log = (work / "log.txt").open("w")
+        ) or "true"
+        log = (work / "log.txt").open("a")
         procs[seed] = (subprocess.Popen(["bash", "-c", script], stdout=log, stderr=log), log)
     seconds = {}
     for seed, (proc, log) in procs.items():
@@ -79,6 +93,16 @@ def run_seeds(recipe: Path, data: Path, workdir: Path, seeds: list[int]) -> dict
         log.close()
         seconds[seed] = time.perf_counter() - began
     return seconds
+
+
+def eval_curve(metrics: Path) -> list[dict[str, float]]:
+    """Held-out pass@1 at every evaluation of a GRPO run, from its metrics.jsonl."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [
+        {k: v for k, v in row.items() if k == "step" or k.startswith("eval/")}
+        for row in rows
+        if any(k.startswith("eval/") for k in row)
+    ]
 
 
 def seed_result(work: Path) -> dict[str, Any]:
@@ -91,6 +115,7 @@ def seed_result(work: Path) -> dict[str, Any]:
         },
         "grpo_steps": grpo["steps"],
         "eval": {},
+        "eval_curve": eval_curve(work / "grpo" / "metrics.jsonl"),
     }
     for key in sorted(before):
         name = key.removeprefix("eval/")
@@ -113,11 +138,12 @@ def main() -> None:
     args = parser.parse_args()
     data = args.workdir / "data"
     began = time.perf_counter()
-    subprocess.run(
-        cli("data", "--recipe", str(args.recipe), "--output", str(data)),
-        check=True,
-        capture_output=True,
-    )
+    if not (data / "rl_prompts.jsonl").is_file():
+        subprocess.run(
+            cli("data", "--recipe", str(args.recipe), "--output", str(data)),
+            check=True,
+            capture_output=True,
+        )
     seconds = run_seeds(args.recipe, data, args.workdir, args.seeds)
     per_seed = {}
     for seed in args.seeds:

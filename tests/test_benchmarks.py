@@ -56,25 +56,29 @@ def test_grpo_step_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_recipe_quality_smoke(tmp_path: Path) -> None:
     out = tmp_path / "quality.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/recipe_quality.py"),
-            "--recipe",
-            str(ROOT / "recipes/ci.yaml"),
-            "--seeds",
-            "3",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+
+    def bench() -> dict:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks/recipe_quality.py"),
+                "--recipe",
+                str(ROOT / "recipes/ci.yaml"),
+                "--seeds",
+                "3",
+                "--workdir",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    report = bench()
     seed = report["seeds"]["3"]
     assert seed["grpo_steps"] == 4 and "arithmetic/greedy" in seed["eval"]
     e = seed["eval"]["arithmetic/greedy"]
@@ -82,6 +86,16 @@ def test_recipe_quality_smoke(tmp_path: Path) -> None:
     assert report["summary"]["arithmetic/greedy"]["gain_points_min"] == pytest.approx(
         e["gain_points"]
     )
+    curve = seed["eval_curve"]
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == 4
+    assert curve[0]["eval/arithmetic/greedy"] == e["sft"]
+    assert curve[-1]["eval/arithmetic/greedy"] == e["grpo"]
+    # run again in the same work folder: every stage is already finished, nothing is redone
+    log = tmp_path / "work/seed3/log.txt"
+    logged = log.read_text()
+    again = bench()
+    assert log.read_text() == logged
+    assert again["seeds"]["3"]["eval"] == seed["eval"]
 
 
 @pytest.mark.slow

@@ -201,6 +201,12 @@ def test_grpo_sigkill_then_resume_matches(ci_data: Path, ci_base: Path, tmp_path
         load_file(tmp_path / "resumed/model.safetensors"),
     )
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    straight, resumed = (
+        json.loads((tmp_path / run / "r1forge.json").read_text())["metrics"]
+        for run in ("straight", "resumed")
+    )
+    assert resumed["resumed_from_step"] == 2
+    assert resumed["eval_before"] == straight["eval_before"] != {}  # the step-0 baseline is kept
 
 
 @pytest.mark.slow

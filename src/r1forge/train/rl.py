@@ -239,8 +239,12 @@ def train_grpo(
     )
     rollout = make_engine(engine.module.model)
     start = 0
+    summary: dict[str, Any] = {"stopped_early": None, "reference_model": reference is not None}
     if resume and checkpoints is not None and latest_checkpoint(checkpoints):
-        start = load_checkpoint(engine, checkpoints, dist)["step"]
+        trainer_state = load_checkpoint(engine, checkpoints, dist)
+        start = trainer_state["step"]
+        if trainer_state.get("eval_before"):  # the held-out baseline is measured once, at step 0
+            summary["eval_before"] = trainer_state["eval_before"]
         rollout.sync_weights(engine.module.model)
         log.info("resumed from %s at step %d", latest_checkpoint(checkpoints), start)
     if progress:
@@ -252,7 +256,6 @@ def train_grpo(
             f"prompts_per_step {cfg.prompts_per_step} exceeds the {len(prompts)} prompts"
         )
     watch = CollapseWatch(cfg)
-    summary: dict[str, Any] = {"stopped_early": None, "reference_model": reference is not None}
     first_eval = (
         evaluate_pass1(rollout, eval_sets, cfg, cfg.seed)
         if dist.main and start == 0 and eval_sets
@@ -407,7 +410,8 @@ def train_grpo(
         if checkpoints is not None and (
             done % cfg.save_every == 0 or done == cfg.max_steps or stop
         ):
-            save_checkpoint(engine, checkpoints, done, dist, {"step": done}, cfg.keep_checkpoints)
+            trainer_state = {"step": done, "eval_before": summary.get("eval_before", {})}
+            save_checkpoint(engine, checkpoints, done, dist, trainer_state, cfg.keep_checkpoints)
         if progress:
             progress(1)
         kill_if_asked(done)
