@@ -80,9 +80,12 @@ def run_seeds(recipe: Path, data: Path, workdir: Path, seeds: list[int]) -> dict
     for seed in seeds:
         work = workdir / f"seed{seed}"
         work.mkdir(parents=True, exist_ok=True)
-        script = " && ".join(
-            " ".join(f"'{a}'" for a in cmd) for cmd in seed_chain(recipe, data, work, seed)
-        ) or "true"
+        script = (
+            " && ".join(
+                " ".join(f"'{a}'" for a in cmd) for cmd in seed_chain(recipe, data, work, seed)
+            )
+            or "true"
+        )
         log = (work / "log.txt").open("a")
         procs[seed] = (subprocess.Popen(["bash", "-c", script], stdout=log, stderr=log), log)
     seconds = {}

@@ -44,6 +44,19 @@ def test_the_demo_promotes_its_best_model(demo: Path) -> None:
     assert (demo / "deploy/manifests.yaml").is_file()
 
 
+@pytest.mark.slow
+def test_grpo_raises_the_demo_pass_at_1_by_ten_points(demo: Path) -> None:
+    """Issue 4's tiny target, measured by the demo's own evaluate stages: R1's pass@1 (4 samples
+    a prompt at T=0.6) on 200 held-out prompts, cold-start SFT against GRPO. Measured here:
+    0.212 -> 0.396."""
+    before, after = (
+        json.loads((demo / "eval" / name / "metrics.json").read_text())
+        for name in ("sft_cold_start", "grpo_reasoning")
+    )
+    assert after["n_prompts"] == before["n_prompts"] == 200
+    assert after["pass@1"] - before["pass@1"] >= 0.10, (before["pass@1"], after["pass@1"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
