@@ -207,6 +207,13 @@ def test_grpo_sigkill_then_resume_matches(ci_data: Path, ci_base: Path, tmp_path
     )
     assert resumed["resumed_from_step"] == 2
     assert resumed["eval_before"] == straight["eval_before"] != {}  # the step-0 baseline is kept
+    # killed after its last checkpoint, before publishing: --resume trains nothing and still
+    # reports both held-out results
+    grpo(ci_data, ci_base, tmp_path / "resumed", *settings, extra=("--resume",))
+    again = json.loads((tmp_path / "resumed/r1forge.json").read_text())["metrics"]
+    assert again["resumed_from_step"] == 4
+    assert again["eval_before"] == straight["eval_before"]
+    assert again["eval_after"] == straight["eval_after"] != {}
 
 
 @pytest.mark.slow

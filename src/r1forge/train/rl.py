@@ -240,11 +240,14 @@ def train_grpo(
     rollout = make_engine(engine.module.model)
     start = 0
     summary: dict[str, Any] = {"stopped_early": None, "reference_model": reference is not None}
+    last_eval: dict[str, float] = {}
     if resume and checkpoints is not None and latest_checkpoint(checkpoints):
         trainer_state = load_checkpoint(engine, checkpoints, dist)
         start = trainer_state["step"]
-        if trainer_state.get("eval_before"):  # the held-out baseline is measured once, at step 0
+        # held-out results are measured once each: the step-0 baseline and the latest evaluation
+        if trainer_state.get("eval_before"):
             summary["eval_before"] = trainer_state["eval_before"]
+        last_eval = trainer_state.get("eval_last", {})
         rollout.sync_weights(engine.module.model)
         log.info("resumed from %s at step %d", latest_checkpoint(checkpoints), start)
     if progress:
@@ -264,7 +267,6 @@ def train_grpo(
     if first_eval:
         on_log({"step": 0, **first_eval})
         summary["eval_before"] = first_eval
-    last_eval: dict[str, float] = {}
     pad = tokenizer.pad_token_id
     done = start  # a resumed run that had already finished trains no further
     for step in range(start, cfg.max_steps):
@@ -410,7 +412,11 @@ def train_grpo(
         if checkpoints is not None and (
             done % cfg.save_every == 0 or done == cfg.max_steps or stop
         ):
-            trainer_state = {"step": done, "eval_before": summary.get("eval_before", {})}
+            trainer_state = {
+                "step": done,
+                "eval_before": summary.get("eval_before", {}),
+                "eval_last": last_eval,
+            }
             save_checkpoint(engine, checkpoints, done, dist, trainer_state, cfg.keep_checkpoints)
         if progress:
             progress(1)
