@@ -448,7 +448,7 @@ def main() -> None:
         report[part]["measured"] = time.strftime("%Y-%m-%d")
         for n, r in report[part]["runs"].items():
             rate = r[units[part]]
-            unit = "tokens/s" if part == "sft" else "steps/s"
+            unit = units[part].replace("_per_s", "/s")
             print(
                 f"  {n} GPU(s): {rate:,.3f} {unit}, speedup {r['speedup']:.2f}x, efficiency {r['scaling_efficiency']:.1%}"
             )
