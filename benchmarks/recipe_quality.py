@@ -11,6 +11,11 @@ sample at R1's temperature 0.6 / top-p 0.95) on eval sets from a disjoint proble
 
 Resumable: run again with the same `--workdir` and finished stages are skipped, and a GRPO
 run cut short (e.g. by a time limit) continues from its last checkpoint (`--resume`).
+
+Seeds run in separate invocations (a device call fits two) are combined into one report,
+summarised over all of them:
+
+    python benchmarks/recipe_quality.py --merge seeds01.json seeds23.json --out all.json
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from r1forge.io import write_json_atomic
 
 STAGES = ("base", "sft", "grpo")
 
@@ -130,6 +137,65 @@ def seed_result(work: Path) -> dict[str, Any]:
     return result
 
 
+def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean pass@1 before and after, and the smallest, mean and per-seed gain, per eval mode."""
+    names = sorted(next(iter(per_seed.values()))["eval"])
+    return {
+        name: {
+            "sft_mean": statistics.mean(s["eval"][name]["sft"] for s in per_seed.values()),
+            "grpo_mean": statistics.mean(s["eval"][name]["grpo"] for s in per_seed.values()),
+            "gain_points_min": min(s["eval"][name]["gain_points"] for s in per_seed.values()),
+            "gain_points_mean": statistics.mean(
+                s["eval"][name]["gain_points"] for s in per_seed.values()
+            ),
+            "gain_points_by_seed": {
+                seed: s["eval"][name]["gain_points"] for seed, s in per_seed.items()
+            },
+        }
+        for name in names
+    }
+
+
+def print_table(per_seed: dict[str, dict[str, Any]]) -> None:
+    print(f"{'eval set / mode':28} {'seed':>4} {'SFT':>7} {'GRPO':>7} {'gain':>7}")
+    for name in sorted(next(iter(per_seed.values()))["eval"]):
+        for seed, s in per_seed.items():
+            e = s["eval"][name]
+            print(f"{name:28} {seed:>4} {e['sft']:7.1%} {e['grpo']:7.1%} {e['gain_points']:+7.1f}")
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs of the same recipe on disjoint seeds.
+
+    Each run's date, GPU, seeds and duration are kept under `runs`; the summary is over all
+    seeds. Different recipes or a seed in two runs are refused: that would mix results.
+    """
+    recipes = {r["recipe_text"] for r in reports}
+    if len(recipes) != 1:
+        raise SystemExit("--merge: the reports were made with different recipes")
+    per_seed: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for seed, result in report["seeds"].items():
+            if seed in per_seed:
+                raise SystemExit(f"--merge: seed {seed} is in more than one report")
+            per_seed[seed] = result
+    runs = [run for r in reports for run in r.get("runs", [_run_of(r)])]
+    return {
+        **{k: reports[0][k] for k in ("benchmark", "recipe", "recipe_text")},
+        "date": max(r["date"] for r in reports),
+        "gpu": reports[0]["gpu"],
+        "runs": runs,
+        "seeds": per_seed,
+        "summary": summarize(per_seed),
+        "total_seconds": round(sum(r["total_seconds"] for r in reports), 1),
+    }
+
+
+def _run_of(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("date", "gpu", "total_seconds")
+    return {**{k: report[k] for k in keys}, "seeds": sorted(report["seeds"], key=int)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,7 +204,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/r1forge-quality"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="REPORT",
+        help="combine these reports (same recipe, disjoint seeds) into --out; runs nothing",
+    )
     args = parser.parse_args()
+    if args.merge:
+        merged = merge_reports([json.loads(path.read_text()) for path in args.merge])
+        print_table(merged["seeds"])
+        if args.out:
+            write_json_atomic(args.out, merged)
+        return
     data = args.workdir / "data"
     began = time.perf_counter()
     if not (data / "rl_prompts.jsonl").is_file():
@@ -152,18 +231,6 @@ def main() -> None:
     for seed in args.seeds:
         per_seed[str(seed)] = seed_result(args.workdir / f"seed{seed}")
         per_seed[str(seed)]["seconds"] = round(seconds[seed], 1)
-    names = sorted(next(iter(per_seed.values()))["eval"])
-    summary = {
-        name: {
-            "sft_mean": statistics.mean(s["eval"][name]["sft"] for s in per_seed.values()),
-            "grpo_mean": statistics.mean(s["eval"][name]["grpo"] for s in per_seed.values()),
-            "gain_points_min": min(s["eval"][name]["gain_points"] for s in per_seed.values()),
-            "gain_points_mean": statistics.mean(
-                s["eval"][name]["gain_points"] for s in per_seed.values()
-            ),
-        }
-        for name in names
-    }
     import torch
 
     report = {
@@ -173,17 +240,12 @@ def main() -> None:
         "recipe": str(args.recipe),
         "recipe_text": args.recipe.read_text(),
         "seeds": per_seed,
-        "summary": summary,
+        "summary": summarize(per_seed),
         "total_seconds": round(time.perf_counter() - began, 1),
     }
-    print(f"{'eval set / mode':28} {'seed':>4} {'SFT':>7} {'GRPO':>7} {'gain':>7}")
-    for name in names:
-        for seed, s in per_seed.items():
-            e = s["eval"][name]
-            print(f"{name:28} {seed:>4} {e['sft']:7.1%} {e['grpo']:7.1%} {e['gain_points']:+7.1f}")
+    print_table(per_seed)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(args.out, report)
 
 
 if __name__ == "__main__":

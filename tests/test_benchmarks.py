@@ -132,3 +132,56 @@ def test_multi_gpu_scaling_smoke(tmp_path: Path) -> None:
     assert grpo["kill_and_resume"]["weights_moved"]["max_abs"] > 1e-5
     assert report["scaling"]["sft"]["scaling_efficiency"]["1"] == 1.0
     assert set(report["scaling"]["grpo"]["by_gpus"]) == {"1", "2"}
+
+
+def _quality_report(seeds: dict[str, tuple[float, float]], recipe: str = "name: r\n") -> dict:
+    """A recipe_quality report with greedy (sft, grpo) pass@1 per seed."""
+    return {
+        "benchmark": "recipe_quality",
+        "date": "2026-11-30",
+        "gpu": "NVIDIA H200",
+        "recipe": "recipes/r.yaml",
+        "recipe_text": recipe,
+        "seeds": {
+            seed: {"eval": {"a/greedy": {"sft": b, "grpo": a, "gain_points": 100 * (a - b)}}}
+            for seed, (b, a) in seeds.items()
+        },
+        "total_seconds": 100.0,
+    }
+
+
+def test_recipe_quality_merges_runs_of_disjoint_seeds(tmp_path: Path) -> None:
+    first, second = tmp_path / "01.json", tmp_path / "23.json"
+    first.write_text(json.dumps(_quality_report({"0": (0.5, 0.75), "1": (0.25, 0.75)})))
+    second.write_text(json.dumps(_quality_report({"2": (0.5, 0.625)})))
+    out = tmp_path / "all.json"
+    script = str(ROOT / "benchmarks/recipe_quality.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--merge", str(first), str(second), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads(out.read_text())
+    assert sorted(merged["seeds"]) == ["0", "1", "2"]
+    summary = merged["summary"]["a/greedy"]
+    assert summary["sft_mean"] == pytest.approx(1.25 / 3)
+    assert summary["grpo_mean"] == pytest.approx(2.125 / 3)
+    assert summary["gain_points_min"] == pytest.approx(12.5)
+    assert summary["gain_points_mean"] == pytest.approx((25 + 50 + 12.5) / 3)
+    assert summary["gain_points_by_seed"] == pytest.approx({"0": 25, "1": 50, "2": 12.5})
+    assert [run["seeds"] for run in merged["runs"]] == [["0", "1"], ["2"]]
+    assert merged["total_seconds"] == 200.0
+
+    other_recipe = tmp_path / "other.json"
+    other_recipe.write_text(json.dumps(_quality_report({"4": (0.0, 1.0)}, recipe="name: s\n")))
+    same_seed = tmp_path / "again.json"
+    same_seed.write_text(json.dumps(_quality_report({"1": (0.0, 1.0)})))
+    for bad, message in ((other_recipe, "different recipes"), (same_seed, "seed 1")):
+        proc = subprocess.run(
+            [sys.executable, script, "--merge", str(first), str(bad), "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode != 0 and message in proc.stderr
+    assert json.loads(out.read_text()) == merged  # a refused merge leaves the file as it was
