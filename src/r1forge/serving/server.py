@@ -176,9 +176,13 @@ def serve(options: ServerOptions, ready_timeout_s: float = 600, grace_s: float =
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
-        server.wait_ready(ready_timeout_s)
-        name = options.served_model_name or options.model.name
-        print(f"serving {name} at {server.url}/v1 (health: {server.url}/health)", flush=True)
+        try:
+            server.wait_ready(ready_timeout_s)
+            name = options.served_model_name or options.model.name
+            print(f"serving {name} at {server.url}/v1 (health: {server.url}/health)", flush=True)
+        except ServeError:
+            if not stop_requested:  # vLLM stopped on request before its health was seen
+                raise
         assert server.process is not None
         while True:
             try:
