@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -167,3 +168,48 @@ def test_dvc_repro_skips_unchanged_stages(ws: Path) -> None:
             "format_rate",
             "mean_length",
         }
+
+
+def set_promote_threshold(ws: Path, pass_at_1: float) -> None:
+    recipe = ws / "recipes/ci.yaml"
+    text = re.sub(r"\n  min_pass_at_1: .*", "", recipe.read_text())
+    changed = text.replace("\npromote:\n", f"\npromote:\n  min_pass_at_1: {pass_at_1}\n", 1)
+    assert changed != text
+    recipe.write_text(changed)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_refused_promotion_is_not_a_failed_pipeline(ws: Path, tmp_path: Path) -> None:
+    """Issue 16: when no candidate passes the gate, `dvc repro` exits 0 (run_in checks it):
+    both declared outputs are written, release.json says nothing was deployed and why, and
+    the registry is unchanged; on a first run (no champion yet) as well."""
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy, symlinks=True)
+    registry = (copy / "registry/models.json").read_bytes()
+    values = (copy / "deploy/values.yaml").read_bytes()
+    set_promote_threshold(copy, 0.5)  # the ci models solve nothing
+    out = dvc(copy, "repro")
+    assert {line.split("'")[1] for line in out.splitlines() if "Running stage" in line} == {
+        "promote"
+    }
+    assert "no candidate passed the gate" in out
+    release = json.loads((copy / "deploy/release.json").read_text())
+    assert release["deployed"] is False and release["champion"]["version"] == 1
+    assert len(release["reasons"]) == 3 and all("below 0.5000" in r for r in release["reasons"])
+    assert (copy / "registry/models.json").read_bytes() == registry
+    assert (copy / "deploy/values.yaml").read_bytes() == values  # the champion's release stays
+    decision = json.loads((copy / "metrics/promote.json").read_text())["promote"]
+    assert decision["promoted"] is False and decision["candidate"] is None
+    report = run_cli("report", "--metrics", str(copy / "metrics")).stdout
+    assert report.rstrip().splitlines()[-1].startswith("promoted: none")
+
+    # the failure the issue saw: a first run, nothing to keep, nothing passes
+    shutil.rmtree(copy / "deploy")
+    shutil.rmtree(copy / "registry")
+    set_promote_threshold(copy, 0.6)
+    dvc(copy, "repro")
+    release = json.loads((copy / "deploy/release.json").read_text())
+    assert release["deployed"] is False and release["champion"] is None
+    assert json.loads((copy / "registry/models.json").read_text()) == []
+    assert "Data and pipelines are up to date." in dvc(copy, "status")

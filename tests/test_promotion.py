@@ -259,26 +259,36 @@ def test_promote_gate_registry_card_release_and_rollback(tmp_path: Path) -> None
         v1["sha256"] in (ws / "deploy/manifests.yaml").read_text()
     )  # the init container checks it
 
-    # a worse candidate is refused: exit 3, nothing published, deployed or registered
+    # a worse candidate is refused: exit 3, nothing published, registered or re-released;
+    # release.json says that nothing was deployed, and why
     candidate(ws, "sft_merged", 0.3, b"worse")
-    before = {
-        p: p.read_bytes()
-        for p in [*ws.glob("deploy/**/*"), *ws.glob("registry/**/*")]
-        if p.is_file()
-    }
+
+    def snapshot() -> dict[Path, bytes]:
+        return {
+            p: p.read_bytes()
+            for p in [*ws.glob("deploy/**/*"), *ws.glob("registry/**/*")]
+            if p.is_file() and p.name != "release.json"
+        }
+
+    before = snapshot()
+    released = json.loads((ws / "deploy/release.json").read_text())
+    assert released["deployed"] is True and released["version"] == 1
     refused = promote(ws, "--candidate", "sft_merged", check=False)
-    assert refused.returncode == 3 and "gate refused sft_merged" in refused.stderr
-    assert "below" in refused.stderr
-    after = {
-        p: p.read_bytes()
-        for p in [*ws.glob("deploy/**/*"), *ws.glob("registry/**/*")]
-        if p.is_file()
-    }
-    assert after == before
+    assert refused.returncode == 3 and "no candidate passed the gate" in refused.stderr
+    assert "the champion stays v1" in refused.stderr
+    assert "sft_merged" in refused.stdout and "refused: pass@1" in refused.stdout
+    assert snapshot() == before
+    release = json.loads((ws / "deploy/release.json").read_text())
+    assert release["deployed"] is False and release["champion"]["version"] == 1
+    assert release["current_release"] == released  # what is still deployed
+    assert any("sft_merged: pass@1 vs the champion" in r for r in release["reasons"])
     decision = json.loads((ws / "promote.json").read_text())["promote"]
     assert decision["promoted"] is False and decision["champion_version"] == 1
+    assert decision["candidate"] is None and decision["best"] == "sft_merged"
+    assert decision["candidates"]["sft_merged"]["passed"] is False
     # without --fail-on-refusal (as the DVC stage runs it) the refusal is recorded, exit 0
     assert promote(ws, "--candidate", "sft_merged", "--no-fail-on-refusal").returncode == 0
+    assert snapshot() == before
 
     # a better one becomes v2; the best of several candidates is the one that faces the gate
     candidate(ws, "grpo_reasoning", 0.6, b"v2")
@@ -290,6 +300,7 @@ def test_promote_gate_registry_card_release_and_rollback(tmp_path: Path) -> None
     ]
     v2_values = (ws / "deploy/values.yaml").read_text()
     assert entries[1]["sha256"] in v2_values
+    assert json.loads((ws / "deploy/release.json").read_text())["deployed"] is True
     assert sorted(p.name for p in (ws / "deploy/history").iterdir()) == [
         "values-v1.yaml",
         "values-v2.yaml",
@@ -328,6 +339,53 @@ def test_promote_gate_registry_card_release_and_rollback(tmp_path: Path) -> None
     folder, name = fetch_champion(recipe, ws / "registry", ws / "cache")
     assert (name, folder.name) == ("r1forge-tiny", "r1forge-tiny-v1")
     assert folder_sha256(folder) == v1["sha256"]
+
+
+def test_the_best_that_passes_is_promoted_when_the_best_fails_the_format_rule(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: the highest pass@1 fails the format rule, the second passes: the second is
+    promoted, and every candidate is listed with its pass@1, format rate and verdict."""
+    ws = tmp_path
+    candidate(ws, "grpo_reasoning", 0.51, b"best but unformatted")
+    candidate(ws, "sft_merged", 0.50, b"second")
+    candidate(ws, "sft_cold_start", 0.1, b"weak")
+    bad = json.loads((ws / "eval/grpo_reasoning/metrics.json").read_text())
+    (ws / "eval/grpo_reasoning/metrics.json").write_text(json.dumps({**bad, "format_rate": 0.44}))
+    done = promote(
+        ws, *(f"--candidate={n}" for n in ("sft_cold_start", "grpo_reasoning", "sft_merged"))
+    )
+    assert "promoted sft_merged as r1forge-tiny v1" in done.stdout
+    assert "format rate 0.4400 is below 0.8000" in done.stdout
+    decision = json.loads((ws / "promote.json").read_text())["promote"]
+    assert decision["promoted"] and decision["candidate"] == "sft_merged"
+    assert decision["best"] == "grpo_reasoning"
+    rows = decision["candidates"]
+    assert list(rows) == ["grpo_reasoning", "sft_merged", "sft_cold_start"]  # best first
+    assert rows["grpo_reasoning"] == {
+        "rank": 1,
+        "pass@1": 0.51,
+        "format_rate": 0.44,
+        "passed": False,
+        "reasons": ["format rate 0.4400 is below 0.8000"],
+    }
+    assert rows["sft_merged"]["passed"] and rows["sft_merged"]["reasons"] == []
+    assert rows["sft_cold_start"]["reasons"] == ["pass@1 0.1000 is below 0.2000"]
+    (entry,) = load_registry(ws / "registry/models.json")
+    assert entry["source"] == "sft_merged" and entry["champion"]
+
+
+def test_nothing_passes_on_a_first_run_all_outputs_are_still_written(tmp_path: Path) -> None:
+    """No champion yet and no candidate passes: exit 0 without --fail-on-refusal, and both
+    declared outputs exist: release.json (nothing deployed, why) and an empty registry."""
+    candidate(tmp_path, "grpo_final", 0.05, b"weak")
+    done = promote(tmp_path, "--candidate", "grpo_final", "--no-fail-on-refusal")
+    assert "there is no champion yet" in done.stderr
+    release = json.loads((tmp_path / "deploy/release.json").read_text())
+    assert release["deployed"] is False and release["champion"] is None
+    assert release["reasons"] == ["grpo_final: pass@1 0.0500 is below 0.2000"]
+    assert load_registry(tmp_path / "registry/models.json") == []
+    assert not (tmp_path / "registry/store").exists()
 
 
 def test_promote_names_a_missing_evaluation(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -338,6 +338,15 @@ def evaluate(
     )
 
 
+def candidate_table(candidates: dict[str, dict[str, Any]]) -> str:
+    """The promote stage's candidates, best pass@1 first: whether each passed the gate, why not."""
+    lines = [f"{'candidate':<18} {'pass@1':>7} {'format':>7}  gate"]
+    for name, row in candidates.items():
+        verdict = "passed" if row["passed"] else "refused: " + "; ".join(row["reasons"])
+        lines.append(f"{name:<18} {row['pass@1']:>7.3f} {row['format_rate']:>7.3f}  {verdict}")
+    return "\n".join(lines)
+
+
 @app.command()
 def promote(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),
@@ -364,17 +373,23 @@ def promote(
     ] = Path("deploy"),
     metrics: MetricsOpt = None,
     fail_on_refusal: Annotated[
-        bool, typer.Option(help="Exit with status 3 when the gate refuses the candidate.")
+        bool,
+        typer.Option(
+            help="Exit with status 3 when no candidate passes the gate (the DVC stage runs "
+            "with --no-fail-on-refusal: a refusal is a normal outcome, recorded in the outputs)."
+        ),
     ] = True,
 ) -> None:
-    """Stage `promote`: gate the best candidate; on success register, card and deploy it.
+    """Stage `promote`: gate every candidate; register, card and deploy the best that passes.
 
     The gate (recipe section `promote`): pass@1 and format rate at least the minimums, and
-    pass@1 at least the champion's plus `champion_margin` on the same eval sets. On success
-    the model is published to `promote.store`, its Helm values and manifests are rendered
-    into OUTPUT and deployed (`deploy: render` runs helm template and install
-    --dry-run=client; `cluster` runs helm upgrade --install), and `registry/models.json`
-    names it champion, with its model card. A refused candidate deploys nothing.
+    pass@1 at least the champion's plus `champion_margin` on the same eval sets. Candidates
+    are gated best pass@1 first; the table lists each with its pass@1, format rate and why it
+    was refused. The best that passes is published to `promote.store`, its Helm values and
+    manifests are rendered into OUTPUT and deployed (`deploy: render` runs helm template and
+    install --dry-run=client; `cluster` runs helm upgrade --install), and
+    `registry/models.json` names it champion, with its model card. When none passes nothing
+    is deployed: OUTPUT/release.json says why, the champion's release and registry stay.
     """
     _setup_logging()
     with _user_errors():
@@ -384,8 +399,7 @@ def promote(
         found = stage.load_candidates(candidates or loaded.promote.candidates, models, evals)
         where = registry or Path(loaded.promote.registry)
         summary = stage.run(loaded, found, where, output, metrics, data)
-    scores = ", ".join(f"{k} {v:.3f}" for k, v in summary["candidates"].items())
-    typer.echo(f"candidates (pass@1): {scores}")
+    typer.echo(candidate_table(summary["candidates"]))
     if summary["promoted"]:
         typer.echo(
             f"promoted {summary['candidate']} as {summary['name']} v{summary['version']} "
@@ -393,9 +407,12 @@ def promote(
             f"{summary['release']['action']} -> {output}"
         )
         return
-    typer.echo(f"gate refused {summary['candidate']}: nothing deployed", err=True)
-    for reason in summary["reasons"]:
-        typer.echo(f"  - {reason}", err=True)
+    kept = (
+        f"the champion stays v{summary['champion_version']}"
+        if summary["champion_version"]
+        else "there is no champion yet"
+    )
+    typer.echo(f"no candidate passed the gate: nothing promoted, {kept}", err=True)
     if fail_on_refusal:
         raise typer.Exit(3)
 
@@ -752,17 +769,22 @@ def report(
     promoted = metrics / "promote.json"
     if promoted.is_file():
         decision = json.loads(promoted.read_text(encoding="utf-8"))["promote"]
+        console.print("promotion gate, best pass@1 first:", highlight=False)
+        console.print(candidate_table(decision["candidates"]), highlight=False, markup=False)
         if decision["promoted"]:
             console.print(
-                f"promotion: {decision['candidate']} (pass@1 {decision['pass@1']:.3f}) is "
+                f"promoted: {decision['candidate']} (pass@1 {decision['pass@1']:.3f}) is "
                 f"{decision['name']} v{decision['version']}, the champion; release: "
-                f"{decision['release']['action']}"
+                f"{decision['release']['action']}",
+                highlight=False,
             )
         else:
-            console.print(
-                f"promotion: {decision['candidate']} refused ({'; '.join(decision['reasons'])}); "
+            kept = (
                 f"the champion stays v{decision['champion_version']}"
+                if decision["champion_version"]
+                else "there is no champion yet"
             )
+            console.print(f"promoted: none (no candidate passed the gate; {kept})", highlight=False)
 
 
 def main() -> None:

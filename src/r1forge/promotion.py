@@ -23,13 +23,18 @@ class GateDecision:
     """Every comparison made, passed or not, for the record."""
 
 
+def rank_candidates(candidates: dict[str, dict[str, Any]]) -> list[str]:
+    """Candidate names, best first: by pass@1, then cons@k, then the order listed."""
+    order = list(candidates)
+    return sorted(
+        order,
+        key=lambda n: (-candidates[n]["pass@1"], -candidates[n].get("cons@k", 0.0), order.index(n)),
+    )
+
+
 def best_candidate(candidates: dict[str, dict[str, Any]]) -> str:
     """The candidate with the highest pass@1 (then cons@k, then the first listed)."""
-    order = list(candidates)
-    return max(
-        order,
-        key=lambda n: (candidates[n]["pass@1"], candidates[n].get("cons@k", 0.0), -order.index(n)),
-    )
+    return rank_candidates(candidates)[0]
 
 
 def gate(

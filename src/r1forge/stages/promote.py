@@ -1,8 +1,8 @@
-"""Stage `promote`: the best candidate faces the gate; on success it becomes the champion.
+"""Stage `promote`: the best candidate that passes the gate becomes the champion.
 
 The candidates are evaluated checkpoints (`eval/<name>/metrics.json` beside
 `models/<name>`) or distilled students (`distill/<student>`: `models/distill/<student>` and
-its `eval/`). The best by pass@1 faces the gate (`r1forge.promotion.gate`) against the
+its `eval/`). Each faces the gate (`r1forge.promotion.gate`) against the
 current champion, on the same eval sets: when the champion was measured on other sets, it
 is fetched and evaluated again on these. On success, in this order, each step only after
 the one before it succeeded:
@@ -14,8 +14,10 @@ the one before it succeeded:
    swapped in atomically;
 3. the registry (`<registry>/models.json`) gains the entry as champion, and
    `<registry>/cards/<name>-v<version>.md` its card.
-A refused candidate changes nothing and the summary says why. `rollback` restores the
-previous champion and re-renders and re-applies its values.
+Every candidate is gated, best pass@1 first, and the best that passes is promoted; each
+refused one is listed with its reasons. When none passes, nothing is published or crowned:
+`release.json` says so and why, the champion's release and the registry stay as they were.
+`rollback` restores the previous champion and re-renders and re-applies its values.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from r1forge.config import Recipe, recipe_dict
 from r1forge.errors import ConfigError, DataError
 from r1forge.io import atomic_dir, folder_sha256, write_json_atomic, write_text_atomic
-from r1forge.promotion import GateDecision, best_candidate, gate, model_card
+from r1forge.promotion import GateDecision, gate, model_card, rank_candidates
 from r1forge.registry import (
     REGISTRY_FILE,
     champion,
@@ -127,7 +129,13 @@ def deploy(recipe: Recipe, entry: dict[str, Any], output: Path) -> dict[str, Any
         shutil.copy2(tmp / "values.yaml", history)
         write_json_atomic(
             tmp / "release.json",
-            {**release, "name": entry["name"], "version": entry["version"], "uri": entry["uri"]},
+            {
+                **release,
+                "deployed": True,
+                "name": entry["name"],
+                "version": entry["version"],
+                "uri": entry["uri"],
+            },
         )
     return release
 
@@ -140,37 +148,111 @@ def run(
     metrics: Path | None = None,
     data: Path | None = None,
 ) -> dict[str, Any]:
-    """Gate the best candidate; on success publish it, deploy it and record it as champion."""
+    """Gate every candidate, best pass@1 first; publish, deploy and crown the best that passes.
+
+    A candidate that fails a gate rule is skipped with its reasons; when none passes nothing
+    is promoted, and the outputs still say so: `output/release.json` records that nothing
+    was deployed and why (the champion's release stays as it was) and the registry file is
+    written unchanged, so a pipeline that declares both as outputs succeeds.
+    """
     cfg = recipe.promote
     if not candidates:
         raise ConfigError("promote: no candidates")
     entries = load_registry(registry / REGISTRY_FILE)
     by_name = {c.name: c for c in candidates}
-    best = by_name[best_candidate({c.name: c.metrics for c in candidates})]
+    ranked = rank_candidates({c.name: c.metrics for c in candidates})
     champ = champion(entries, cfg.name)
-    champ_metrics = (
-        comparable_champion_metrics(recipe, champ, best.metrics, data) if champ else None
-    )
-    decision = gate(best.name, best.metrics, champ_metrics, cfg)
-    summary: dict[str, Any] = {
-        "promoted": decision.passed,
-        "candidate": best.name,
-        "name": cfg.name,
-        "pass@1": best.metrics["pass@1"],
-        "format_rate": best.metrics["format_rate"],
-        "candidates": {c.name: c.metrics["pass@1"] for c in candidates},
-        "champion_version": champ["version"] if champ else None,
-        "champion_pass@1": champ_metrics["pass@1"] if champ_metrics else None,
-        "reasons": decision.reasons,
+    yardsticks: dict[str, dict[str, Any]] = {}  # the champion's metrics, by eval sets
+    decisions: dict[str, GateDecision] = {}
+    for name in ranked:
+        found = by_name[name]
+        champ_metrics = None
+        if champ:
+            key = json.dumps(found.metrics.get("eval_sets"), sort_keys=True)
+            if key not in yardsticks:
+                yardsticks[key] = comparable_champion_metrics(recipe, champ, found.metrics, data)
+            champ_metrics = yardsticks[key]
+        decisions[name] = gate(name, found.metrics, champ_metrics, cfg)
+    chosen = next((name for name in ranked if decisions[name].passed), None)
+    table = {
+        name: {
+            "rank": rank,
+            "pass@1": by_name[name].metrics["pass@1"],
+            "format_rate": by_name[name].metrics["format_rate"],
+            "passed": decisions[name].passed,
+            "reasons": decisions[name].reasons,
+        }
+        for rank, name in enumerate(ranked, 1)
     }
-    if decision.passed:
-        summary.update(promote_candidate(recipe, best, decision, entries, registry, output))
-        log.info("promoted %s as %s v%s", best.name, cfg.name, summary["version"])
+    measured = by_name[chosen].metrics if chosen else None
+    yardstick = next(iter(yardsticks.values()), None)
+    summary: dict[str, Any] = {
+        "promoted": chosen is not None,
+        "candidate": chosen,
+        "best": ranked[0],
+        "name": cfg.name,
+        "pass@1": measured["pass@1"] if measured else None,
+        "format_rate": measured["format_rate"] if measured else None,
+        "candidates": table,
+        "champion_version": champ["version"] if champ else None,
+        "champion_pass@1": yardstick["pass@1"] if yardstick else None,
+        "reasons": []
+        if chosen
+        else [f"{name}: {'; '.join(decisions[name].reasons)}" for name in ranked],
+    }
+    if chosen is not None:
+        best = by_name[chosen]
+        summary.update(
+            promote_candidate(recipe, best, decisions[chosen], entries, registry, output)
+        )
+        log.info("promoted %s as %s v%s", chosen, cfg.name, summary["version"])
     else:
-        log.warning("gate refused %s: %s; nothing deployed", best.name, "; ".join(decision.reasons))
+        record_refusal(recipe, summary, champ, entries, registry, output)
+        log.warning("no candidate passed the gate: nothing deployed")
     if metrics is not None:
         write_json_atomic(metrics, {"promote": summary})
     return summary
+
+
+def record_refusal(
+    recipe: Recipe,
+    summary: dict[str, Any],
+    champ: dict[str, Any] | None,
+    entries: list[dict[str, Any]],
+    registry: Path,
+    output: Path,
+) -> None:
+    """Nothing passed: `output` keeps the champion's release (its values, manifests and
+    history; the values rendered when the folder lacks them) and gains a `release.json`
+    saying that nothing was deployed and why; the registry is written as it was."""
+    from r1forge.serving.helm import release_values
+
+    previous = output / "release.json"
+    with atomic_dir(output) as tmp:
+        if output.is_dir():
+            shutil.copytree(output, tmp, dirs_exist_ok=True)
+        if champ is not None and not (tmp / "values.yaml").is_file():
+            import yaml
+
+            write_text_atomic(
+                tmp / "values.yaml",
+                yaml.safe_dump(release_values(recipe.promote, champ), sort_keys=False),
+            )
+        write_json_atomic(
+            tmp / "release.json",
+            {
+                "deployed": False,
+                "action": "none: no candidate passed the gate",
+                "reasons": summary["reasons"],
+                "champion": (
+                    {k: champ[k] for k in ("name", "version", "uri", "sha256")} if champ else None
+                ),
+                "current_release": (
+                    json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None
+                ),
+            },
+        )
+    save_registry(registry / REGISTRY_FILE, entries)
 
 
 def promote_candidate(
