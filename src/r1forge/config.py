@@ -241,6 +241,39 @@ class CollapseGuard(Strict):
     stop: bool = False
 
 
+class DynamicSampling(Strict):
+    """DAPO's dynamic sampling: groups whose rewards are all equal teach nothing, so they are
+    dropped and more prompts drawn until the batch holds `prompts_per_step` groups that do."""
+
+    enabled: bool = False
+    max_draws: int = Field(
+        4,
+        ge=1,
+        description="draws of prompts_per_step prompts a step at most; a batch still short "
+        "after them trains on the groups it has",
+    )
+
+
+class TruncatedIS(Strict):
+    """Truncated importance sampling against rollout/trainer mismatch: each token's term is
+    weighted by min(p_trainer / p_rollout, cap), from the engine's own log-probs."""
+
+    enabled: bool | None = Field(
+        None, description="null: on for the vllm engine (another process's kernels), else off"
+    )
+    cap: float = Field(2.0, gt=0)
+
+
+class EntropyControl(Strict):
+    """An entropy bonus in the loss: a fixed `coef`, or, with a `target` (nats per token), a
+    coefficient moved by `step` each step toward holding that entropy (Skywork-OR1)."""
+
+    coef: float = Field(0.0, ge=0, description="the bonus's coefficient (the start, adaptive)")
+    target: float | None = Field(None, gt=0)
+    step: float = Field(1e-4, gt=0)
+    coef_max: float = Field(0.005, ge=0)
+
+
 class GRPOConfig(Strict):
     """Stages `grpo_reasoning` and `grpo_final`: GRPO with rule rewards on a DeepSpeed engine."""
 
@@ -265,6 +298,14 @@ class GRPOConfig(Strict):
     beta: float = Field(0.0, ge=0)
     mu: int = Field(1, ge=1, description="policy updates per batch of rollouts")
     mask_truncated: bool = False
+    dynamic_sampling: DynamicSampling = Field(default_factory=DynamicSampling)
+    tis: TruncatedIS = Field(default_factory=TruncatedIS)
+    entropy: EntropyControl = Field(default_factory=EntropyControl)
+    prompt_order: Literal["shuffle", "file"] = Field(
+        "shuffle",
+        description="shuffle: each epoch in a seeded random order; file: the file's order "
+        "(a curriculum, e.g. r1forge select's easiest-first)",
+    )
     micro_batch_size: int = Field(32, ge=1, description="completions per forward/backward")
     lr: float = Field(5e-5, gt=0)
     warmup_steps: int = Field(0, ge=0)

@@ -98,6 +98,21 @@ def all_reduce_sum(values: list[float], device: Any) -> list[float]:
     return tensor.tolist()
 
 
+def all_reduce_max(value: float, device: Any) -> float:
+    import torch
+
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+def reduce_named(values: dict[str, float], device: Any) -> dict[str, float]:
+    """Sums over ranks of named values (every rank holds the same names), keyed by name."""
+    names = sorted(values)
+    return dict(zip(names, all_reduce_sum([values[n] for n in names], device), strict=True))
+
+
 def use_bf16(precision: str, device: Any) -> bool:
     """bf16 on GPUs, fp32 on CPU, unless the recipe says otherwise."""
     if precision == "auto":

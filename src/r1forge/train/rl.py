@@ -1,11 +1,19 @@
-"""The GRPO loop on a DeepSpeed engine: sample, score, compare within groups, update.
+"""The GRPO loop on a DeepSpeed engine, as named phases a step runs in order:
 
-Each step takes `prompts_per_step` prompts (split across ranks), samples `group_size`
-completions for each with the rollout engine, scores them with the recipe's weighted rule
-rewards, turns rewards into group-relative advantages and makes `mu` policy updates over
-the batch. Sampling seeds are a function of (seed, step, prompt) (the `transformers` engine:
-of (seed, step, rank)), so a resumed run samples exactly what the uninterrupted run would
-have, and with the static or vLLM engine N ranks sample what one process would.
+- rollout: `group_size` completions for each of `prompts_per_step` prompts (split across
+  ranks), sampled by the rollout engine;
+- score: the recipe's weighted rule rewards of each completion;
+- filter: with dynamic sampling, groups whose rewards are all equal are dropped and more
+  prompts drawn (rollout and score again) until the batch is full or the draws run out;
+- advantages: group-relative, per `advantage_scale`;
+- update: `mu` clipped policy updates over the batch, the loss variant's own normaliser,
+  truncated importance weights against the engine's log-probs, an entropy bonus;
+- log: the step's metrics, by name, reduced over ranks.
+
+Sampling seeds are a function of (seed, step, draw, prompt) (the `transformers` engine: of
+(seed, step, draw, rank)), and the prompt stream's position is saved with each checkpoint,
+so a resumed run samples exactly what the uninterrupted run would have; with the static or
+vLLM engine and no dynamic sampling, N ranks sample what one process would.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from r1forge.errors import ConfigError
 from r1forge.rollout import Completion, RolloutEngine, Sampling
 from r1forge.train.engine import (
     Dist,
+    all_reduce_max,
     all_reduce_sum,
     build_engine,
     check_ranks_agree,
@@ -31,11 +40,20 @@ from r1forge.train.engine import (
     kill_if_asked,
     latest_checkpoint,
     load_checkpoint,
+    reduce_named,
     save_checkpoint,
     use_bf16,
     warmup_cosine,
 )
-from r1forge.train.grpo import group_advantages, policy_loss
+from r1forge.train.grpo import (
+    BatchSize,
+    group_advantages,
+    informative_groups,
+    mismatch_kl,
+    next_entropy_coef,
+    policy_loss,
+    tis_weights,
+)
 
 log = logging.getLogger("r1forge.grpo")
 ALWAYS_MEASURED = ("accuracy", "format")
@@ -187,6 +205,325 @@ def _sampling_seed(seed: int, step: int, who: str) -> int:
     return random.Random(f"{seed}/rollout/{step}/{who}").randrange(1 << 31)
 
 
+class PromptStream:
+    """The RL prompts in draws of `per_draw`: epoch after epoch, each epoch in a seeded
+    shuffle (or the file's order, a curriculum). `draws` counts the draws made so far; it is
+    saved with each checkpoint, so a resumed run (dynamic sampling's refills included)
+    continues with exactly the prompts the uninterrupted run would have drawn."""
+
+    def __init__(self, count: int, per_draw: int, seed: int, order: str, rank: int, world: int):
+        self.per_epoch = count // per_draw
+        if self.per_epoch == 0:
+            raise ConfigError(f"prompts_per_step {per_draw} exceeds the {count} prompts")
+        self.count, self.per_draw, self.seed, self.order = count, per_draw, seed, order
+        self.rank, self.world = rank, world
+        self.draws = 0
+
+    def take(self) -> list[int]:
+        """This rank's share (every world-th) of the next draw's prompt indices."""
+        epoch, within = divmod(self.draws, self.per_epoch)
+        order = list(range(self.count))
+        if self.order == "shuffle":
+            random.Random(f"{self.seed}/prompts/{epoch}").shuffle(order)
+        self.draws += 1
+        chosen = order[within * self.per_draw : (within + 1) * self.per_draw]
+        return chosen[self.rank :: self.world]
+
+
+@dataclass
+class Rollouts:
+    """Sampled groups: `group_size` completions per prompt item, group after group (completion
+    r belongs to items[r // group_size]), with their weighted reward (`totals`) and each
+    reward's raw values."""
+
+    items: list[PromptItem]
+    completions: list[Completion]
+    totals: list[float]
+    values: dict[str, list[float]]
+    group_size: int
+
+    @property
+    def groups(self) -> int:
+        return len(self.items)
+
+    def take(self, groups: list[int]) -> Rollouts:
+        rows = [g * self.group_size + j for g in groups for j in range(self.group_size)]
+        return Rollouts(
+            [self.items[g] for g in groups],
+            [self.completions[r] for r in rows],
+            [self.totals[r] for r in rows],
+            {name: [v[r] for r in rows] for name, v in self.values.items()},
+            self.group_size,
+        )
+
+    def __add__(self, other: Rollouts) -> Rollouts:
+        return Rollouts(
+            self.items + other.items,
+            self.completions + other.completions,
+            self.totals + other.totals,
+            {name: v + other.values[name] for name, v in self.values.items()},
+            self.group_size,
+        )
+
+
+@dataclass
+class StepBatch:
+    """What one step trains on: the groups kept (the first `real_groups` real, any after them
+    filler of a short dynamic-sampling batch, masked out) and everything that was drawn."""
+
+    train: Rollouts
+    real_groups: int
+    drawn: Rollouts
+    draws: int
+    first_draw_zero_std: float
+    rollout_seconds: float
+
+
+# -- the phases of a step -----------------------------------------------------------------
+
+
+def rollout_phase(
+    engine: RolloutEngine,
+    prompts: list[PromptItem],
+    chosen: list[int],
+    cfg: GRPOConfig,
+    step: int,
+    draw: int,
+    rank: int,
+    logprobs: bool,
+) -> list[Completion]:
+    """Sample `group_size` completions for each chosen prompt; seeds are a function of
+    (seed, step, draw, prompt), so a resumed run samples what the uninterrupted one did."""
+    suffix = f"/draw{draw}" if draw else ""
+    sampling = Sampling(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=_sampling_seed(cfg.seed, step, f"rank{rank}{suffix}"),
+        prompt_seeds=tuple(_sampling_seed(cfg.seed, step, f"prompt{i}{suffix}") for i in chosen),
+        logprobs=logprobs,
+    )
+    return engine.generate([prompts[i].ids for i in chosen], cfg.group_size, sampling)
+
+
+def score_phase(
+    items: list[PromptItem], completions: list[Completion], cfg: GRPOConfig
+) -> Rollouts:
+    """The recipe's weighted rewards of each completion."""
+    examples = [items[c.prompt_index].example for c in completions]
+    totals, values = score_completions([c.text for c in completions], examples, cfg)
+    return Rollouts(items, completions, totals, values, cfg.group_size)
+
+
+def filter_phase(draw: Callable[[int], Rollouts], cfg: GRPOConfig, quota: int) -> StepBatch:
+    """Dynamic sampling (when on): keep the groups whose rewards differ, drawing more prompts
+    until `quota` groups are kept or `max_draws` draws were made; a batch still short is
+    topped up with dropped groups as masked-out filler (the update's shape stays fixed)."""
+    began = time.perf_counter()
+    first = draw(0)
+    flags = informative_groups(first.totals, cfg.group_size)
+    zero_std = 1.0 - sum(flags) / max(1, len(flags))
+    if not cfg.dynamic_sampling.enabled:
+        return StepBatch(first, first.groups, first, 1, zero_std, time.perf_counter() - began)
+    drawn, kept = first, first.take([g for g, ok in enumerate(flags) if ok])
+    draws = 1
+    while kept.groups < quota and draws < cfg.dynamic_sampling.max_draws:
+        more = draw(draws)
+        draws += 1
+        good = informative_groups(more.totals, cfg.group_size)
+        drawn, kept = drawn + more, kept + more.take([g for g, ok in enumerate(good) if ok])
+    real = min(quota, kept.groups)
+    batch = kept.take(list(range(real)))
+    if real < quota:
+        dropped = [g for g, ok in enumerate(flags) if not ok]
+        batch = batch + first.take(dropped[: quota - real])
+    return StepBatch(batch, real, drawn, draws, zero_std, time.perf_counter() - began)
+
+
+def advantage_phase(batch: StepBatch, cfg: GRPOConfig) -> Any:
+    """Group-relative advantages of the trained groups (filler rows: 0)."""
+    import torch
+
+    advantages = group_advantages(
+        torch.tensor(batch.train.totals), cfg.group_size, cfg.advantage_scale
+    )
+    advantages[batch.real_groups * cfg.group_size :] = 0.0
+    return advantages
+
+
+def tis_enabled(cfg: GRPOConfig) -> bool:
+    return cfg.tis.enabled if cfg.tis.enabled is not None else cfg.rollout_engine == "vllm"
+
+
+def update_phase(
+    engine: Any,
+    batch: StepBatch,
+    advantages: Any,
+    cfg: GRPOConfig,
+    *,
+    dist: Dist,
+    reference: Any | None,
+    pad_id: int,
+    micro: int,
+    entropy_coef: float,
+) -> dict[str, float]:
+    """`mu` clipped policy updates over the batch; returns this rank's token-weighted sums of
+    the update's statistics (reduced over ranks by the log phase)."""
+    import torch
+
+    rollouts, group = batch.train, cfg.group_size
+    real_rows = batch.real_groups * group
+    use_tis = tis_enabled(cfg)
+    with_rollout_logp = all(c.logprobs for c in rollouts.completions)
+    if use_tis and not with_rollout_logp:
+        raise ConfigError("tis needs the rollout engine's log-probs; this engine gave none")
+    width = max(1, max(len(c.token_ids) for c in rollouts.completions))
+    batches = []
+    for s in range(0, len(rollouts.completions), micro):
+        part = rollouts.completions[s : s + micro]
+        ids, attn, comp, mask = build_batch(
+            [rollouts.items[(s + r) // group].ids for r in range(len(part))],
+            [c.token_ids for c in part],
+            pad_id,
+            width,
+        )
+        keep = [
+            [0.0]
+            if (s + r >= real_rows or (cfg.mask_truncated and c.finish_reason == "length"))
+            else [1.0]
+            for r, c in enumerate(part)
+        ]
+        mask *= torch.tensor(keep)
+        sampled = torch.zeros_like(mask)
+        if with_rollout_logp:
+            for r, c in enumerate(part):
+                sampled[r, : len(c.logprobs)] = torch.tensor(c.logprobs)
+        batches.append((ids, attn, comp, mask, advantages[s : s + micro], sampled))
+    local_tokens = float(sum(b[3].sum() for b in batches))
+    real_sequences = min(real_rows, len(rollouts.completions))
+    tokens, sequences = all_reduce_sum([local_tokens, float(real_sequences)], dist.device)
+    size = BatchSize(sequences=int(sequences), tokens=tokens, max_tokens=cfg.max_new_tokens)
+    n_micro = len(batches)
+    old_logps: list[Any] = []
+    ref_logps: list[Any] = []
+    with torch.no_grad():
+        for ids, attn, comp, *_ in batches:
+            moved = (ids.to(dist.device), attn.to(dist.device), comp.to(dist.device))
+            if cfg.mu > 1:
+                old_logps.append(engine(*moved)[0].detach())
+            if reference is not None:
+                ref_logps.append(completion_logprobs(reference, *moved, cfg.temperature)[0])
+    sums = dict.fromkeys(
+        ("tokens", "clip_fraction", "kl", "entropy", "mismatch_kl", "tis_capped"), 0.0
+    )
+    for epoch in range(cfg.mu):
+        for k, (ids, attn, comp, mask, adv, sampled) in enumerate(batches):
+            mask = mask.to(dist.device)
+            logp, entropy = engine(ids.to(dist.device), attn.to(dist.device), comp.to(dist.device))
+            old = old_logps[k] if old_logps else logp.detach()
+            weights = None
+            if with_rollout_logp and epoch == 0:
+                sampled = sampled.to(dist.device)
+                sums["mismatch_kl"] += mismatch_kl(old, sampled, mask) * float(mask.sum())
+            if use_tis:
+                weights, capped = tis_weights(old, sampled.to(dist.device), cfg.tis.cap)
+                if epoch == 0:
+                    sums["tis_capped"] += float((capped.to(mask.dtype) * mask).sum())
+            loss, stats = policy_loss(
+                logp,
+                old,
+                ref_logps[k] if ref_logps else None,
+                adv.to(dist.device),
+                mask,
+                cfg.epsilon,
+                cfg.epsilon_high,
+                cfg.beta,
+                cfg.loss_type,
+                batch=size,
+                is_weights=weights,
+                entropy=entropy if entropy_coef else None,
+                entropy_coef=entropy_coef,
+            )
+            # the loss is already this micro-batch's share of the whole batch's: undo
+            # DeepSpeed's averaging over accumulation steps and ranks
+            engine.backward(loss * n_micro * dist.world)
+            engine.step()
+            weight = float(mask.sum())
+            sums["tokens"] += weight
+            sums["clip_fraction"] += stats["clip_fraction"] * weight
+            sums["kl"] += stats["kl"] * weight
+            sums["entropy"] += float((entropy.detach() * mask).sum())
+    sums["first_pass_tokens"] = local_tokens
+    norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+    sums["grad_norm"] = float(norm) if norm is not None else 0.0
+    return sums
+
+
+def log_phase(
+    batch: StepBatch,
+    update: dict[str, float],
+    *,
+    step: int,
+    dist: Dist,
+    train_seconds: float,
+    began: float,
+    lr: float,
+    entropy_coef: float,
+) -> dict[str, Any]:
+    """The step's metrics by name, reduced over ranks: rewards over everything drawn, the
+    update's statistics over the trained tokens, dynamic sampling's shares."""
+    drawn = batch.drawn
+    lengths = [len(c.token_ids) for c in drawn.completions]
+    local = {
+        "reward_sum": sum(drawn.totals),
+        "reward_sq": sum(t * t for t in drawn.totals),
+        "completions": float(len(drawn.totals)),
+        "length_sum": float(sum(lengths)),
+        "truncated": float(sum(c.finish_reason == "length" for c in drawn.completions)),
+        "groups_drawn": float(drawn.groups),
+        "groups_trained": float(batch.real_groups),
+        "groups_filler": float(batch.train.groups - batch.real_groups),
+        "zero_std_groups": batch.first_draw_zero_std,
+        "ranks": 1.0,
+        **{f"update/{k}": v for k, v in update.items()},
+        **{f"rewards/{name}": sum(v) for name, v in drawn.values.items()},
+    }
+    total = reduce_named(local, dist.device)
+    n = total["completions"]
+    mean = total["reward_sum"] / n
+    tokens = max(1.0, total["update/tokens"])
+    first_tokens = max(1.0, total["update/first_pass_tokens"])
+    row: dict[str, Any] = {
+        "step": step,
+        "reward": mean,
+        "reward_std": math.sqrt(max(0.0, total["reward_sq"] / n - mean * mean)),
+        "clip_fraction": total["update/clip_fraction"] / tokens,
+        "kl": total["update/kl"] / tokens,
+        "entropy": total["update/entropy"] / tokens,
+        "entropy_coef": entropy_coef,
+        "mismatch_kl": total["update/mismatch_kl"] / first_tokens,
+        "tis_capped_fraction": total["update/tis_capped"] / first_tokens,
+        "grad_norm": total["update/grad_norm"] / total["ranks"],
+        "completion_length": total["length_sum"] / n,
+        "truncated_fraction": total["truncated"] / n,
+        "zero_std_fraction": total["zero_std_groups"] / total["ranks"],
+        "dynamic/draws": float(batch.draws),
+        "dynamic/dropped_fraction": 1.0 - total["groups_trained"] / max(1.0, total["groups_drawn"]),
+        "dynamic/filler_groups": total["groups_filler"],
+        "rollout_tokens_per_s": sum(lengths) / max(1e-9, batch.rollout_seconds),
+        "train_tokens_per_s": update["tokens"] / max(1e-9, train_seconds),
+        "step_seconds": time.perf_counter() - began,  # rollout, rewards and updates
+        "lr": lr,
+    }
+    for name in drawn.values:
+        row[f"rewards/{name}"] = total[f"rewards/{name}"] / n
+    row["accuracy"], row["format_rate"] = row["rewards/accuracy"], row["rewards/format"]
+    return row
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
 def train_grpo(
     model: Any,
     tokenizer: Any,
@@ -203,24 +540,27 @@ def train_grpo(
     on_samples: Callable[[int, list[list[Any]]], None] | None = None,
     progress: Callable[..., None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Run GRPO for cfg.max_steps (or until a collapse guard stops it); returns (engine, summary)."""
+    """Run GRPO for cfg.max_steps (or until a collapse guard stops it); returns (engine, summary).
+
+    Each step: rollout and score (repeated by the filter when dynamic sampling refills),
+    filter, advantages, update, log; then evaluation and checkpoints on their schedules.
+    """
     import torch
 
     if cfg.prompts_per_step % dist.world:
         raise ConfigError(
             f"prompts_per_step {cfg.prompts_per_step} must divide by the {dist.world} processes"
         )
-    per_rank = cfg.prompts_per_step // dist.world * cfg.group_size
+    quota = cfg.prompts_per_step // dist.world
+    per_rank = quota * cfg.group_size
     if per_rank % cfg.micro_batch_size and cfg.micro_batch_size < per_rank:
         raise ConfigError(
             f"micro_batch_size {cfg.micro_batch_size} must divide the {per_rank} completions per process"
         )
     micro = min(cfg.micro_batch_size, per_rank)
-    n_micro = per_rank // micro
     if cfg.beta > 0 and reference is None:
         raise ConfigError("beta > 0 needs a reference model")
     torch.manual_seed(cfg.seed)
-    bf16 = use_bf16(cfg.precision, dist.device)
     engine = build_engine(
         policy_module(model, cfg.temperature),
         lr=cfg.lr,
@@ -229,21 +569,26 @@ def train_grpo(
         lr_lambda=warmup_cosine(cfg.max_steps * cfg.mu, cfg.warmup_steps, cfg.min_lr_ratio),
         config=deepspeed_config(
             zero_stage=cfg.zero_stage,
-            grad_accum=n_micro,
+            grad_accum=per_rank // micro,
             max_grad_norm=cfg.max_grad_norm,
-            bf16=bf16,
+            bf16=use_bf16(cfg.precision, dist.device),
             offload_optimizer=False,
             persistence_threshold=cfg.zero3_persistence_threshold,
         ),
         device=dist.device,
     )
     rollout = make_engine(engine.module.model)
-    start = 0
+    stream = PromptStream(
+        len(prompts), cfg.prompts_per_step, cfg.seed, cfg.prompt_order, dist.rank, dist.world
+    )
+    start, entropy_coef = 0, cfg.entropy.coef
     summary: dict[str, Any] = {"stopped_early": None, "reference_model": reference is not None}
     last_eval: dict[str, float] = {}
     if resume and checkpoints is not None and latest_checkpoint(checkpoints):
         trainer_state = load_checkpoint(engine, checkpoints, dist)
         start = trainer_state["step"]
+        stream.draws = trainer_state.get("draws", start)
+        entropy_coef = trainer_state.get("entropy_coef", entropy_coef)
         # held-out results are measured once each: the step-0 baseline and the latest evaluation
         if trainer_state.get("eval_before"):
             summary["eval_before"] = trainer_state["eval_before"]
@@ -252,12 +597,6 @@ def train_grpo(
         log.info("resumed from %s at step %d", latest_checkpoint(checkpoints), start)
     if progress:
         progress(start, cfg.max_steps)
-    order = list(range(len(prompts)))
-    per_epoch = len(prompts) // cfg.prompts_per_step
-    if per_epoch == 0:
-        raise ConfigError(
-            f"prompts_per_step {cfg.prompts_per_step} exceeds the {len(prompts)} prompts"
-        )
     watch = CollapseWatch(cfg)
     first_eval = (
         evaluate_pass1(rollout, eval_sets, cfg, cfg.seed)
@@ -267,127 +606,49 @@ def train_grpo(
     if first_eval:
         on_log({"step": 0, **first_eval})
         summary["eval_before"] = first_eval
-    pad = tokenizer.pad_token_id
+    want_logprobs = tis_enabled(cfg) or cfg.rollout_engine != "transformers"
     done = start  # a resumed run that had already finished trains no further
     for step in range(start, cfg.max_steps):
-        epoch, within = divmod(step, per_epoch)
-        shuffled = order[:]
-        random.Random(f"{cfg.seed}/prompts/{epoch}").shuffle(shuffled)
-        chosen = shuffled[within * cfg.prompts_per_step : (within + 1) * cfg.prompts_per_step][
-            dist.rank :: dist.world
-        ]
-        items = [prompts[i] for i in chosen]
         began = time.perf_counter()
-        sampling = Sampling(
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            seed=_sampling_seed(cfg.seed, step, f"rank{dist.rank}"),
-            prompt_seeds=tuple(_sampling_seed(cfg.seed, step, f"prompt{i}") for i in chosen),
-            logprobs=False,
-        )
-        completions: list[Completion] = rollout.generate(
-            [it.ids for it in items], cfg.group_size, sampling
-        )
-        rollout_seconds = time.perf_counter() - began
-        texts = [c.text for c in completions]
-        examples = [items[c.prompt_index].example for c in completions]
-        totals, values = score_completions(texts, examples, cfg)
-        advantages = group_advantages(torch.tensor(totals), cfg.group_size, cfg.advantage_scale)
-        width = max(1, max(len(c.token_ids) for c in completions))
-        masks, batches = [], []
-        for s in range(0, len(completions), micro):
-            part = completions[s : s + micro]
-            ids, attn, comp, mask = build_batch(
-                [items[c.prompt_index].ids for c in part], [c.token_ids for c in part], pad, width
+
+        def draw(index: int, step: int = step) -> Rollouts:
+            chosen = stream.take()
+            items = [prompts[i] for i in chosen]
+            completions = rollout_phase(
+                rollout, prompts, chosen, cfg, step, index, dist.rank, want_logprobs
             )
-            if cfg.mask_truncated:
-                mask *= torch.tensor(
-                    [[0.0] if c.finish_reason == "length" else [1.0] for c in part]
-                )
-            batches.append((ids, attn, comp, mask, advantages[s : s + micro]))
-            masks.append(mask)
-        local_tokens = float(sum(m.sum() for m in masks))
-        (global_tokens,) = all_reduce_sum([local_tokens], dist.device)
-        total_rows = cfg.prompts_per_step * cfg.group_size
-        old_logps: list[Any] = []
-        ref_logps: list[Any] = []
-        with torch.no_grad():
-            for ids, attn, comp, _, _ in batches:
-                moved = (ids.to(dist.device), attn.to(dist.device), comp.to(dist.device))
-                if cfg.mu > 1:
-                    old_logps.append(engine(*moved)[0].detach())
-                if reference is not None:
-                    ref_logps.append(completion_logprobs(reference, *moved, cfg.temperature)[0])
+            return score_phase(items, completions, cfg)
+
+        batch = filter_phase(draw, cfg, quota)
+        stream.draws = int(all_reduce_max(float(stream.draws), dist.device))  # ranks agree
+        advantages = advantage_phase(batch, cfg)
         trained = time.perf_counter()
-        stat_sums = {"clip_fraction": 0.0, "kl": 0.0, "entropy": 0.0}
-        for _ in range(cfg.mu):
-            for k, (ids, attn, comp, mask, adv) in enumerate(batches):
-                mask = mask.to(dist.device)
-                logp, entropy = engine(
-                    ids.to(dist.device), attn.to(dist.device), comp.to(dist.device)
-                )
-                old = old_logps[k] if old_logps else logp.detach()
-                ref = ref_logps[k] if ref_logps else None
-                loss, stats = policy_loss(
-                    logp,
-                    old,
-                    ref,
-                    adv.to(dist.device),
-                    mask,
-                    cfg.epsilon,
-                    cfg.epsilon_high,
-                    cfg.beta,
-                    cfg.loss_type,
-                )
-                # each micro-batch's loss is weighted to its share of the whole (all ranks) batch
-                tokens = float(mask.sum())
-                share = (
-                    tokens / max(1.0, global_tokens)
-                    if cfg.loss_type == "dapo"
-                    else len(adv) / total_rows
-                )
-                engine.backward(loss * share * n_micro * dist.world)
-                engine.step()
-                for key in ("clip_fraction", "kl"):
-                    stat_sums[key] += stats[key] * tokens
-                stat_sums["entropy"] += float((entropy.detach() * mask).sum())
+        update = update_phase(
+            engine,
+            batch,
+            advantages,
+            cfg,
+            dist=dist,
+            reference=reference,
+            pad_id=tokenizer.pad_token_id,
+            micro=micro,
+            entropy_coef=entropy_coef,
+        )
         rollout.sync_weights(engine.module.model)
-        train_seconds = time.perf_counter() - trained
         done = step + 1
-        lengths = [len(c.token_ids) for c in completions]
-        local = [
-            sum(totals),
-            sum(t * t for t in totals),
-            len(totals),
-            local_tokens * cfg.mu,
-            stat_sums["clip_fraction"],
-            stat_sums["kl"],
-            stat_sums["entropy"],
-            sum(lengths),
-            sum(c.finish_reason == "length" for c in completions),
-            *(sum(values[name]) for name in sorted(values)),
-        ]
-        reduced = all_reduce_sum(local, dist.device)
-        n = reduced[2]
-        mean = reduced[0] / n
-        row: dict[str, Any] = {
-            "step": done,
-            "reward": mean,
-            "reward_std": math.sqrt(max(0.0, reduced[1] / n - mean * mean)),
-            "clip_fraction": reduced[4] / max(1.0, reduced[3]),
-            "kl": reduced[5] / max(1.0, reduced[3]),
-            "entropy": reduced[6] / max(1.0, reduced[3]),
-            "completion_length": reduced[7] / n,
-            "truncated_fraction": reduced[8] / n,
-            "rollout_tokens_per_s": sum(lengths) / max(1e-9, rollout_seconds),
-            "train_tokens_per_s": local_tokens * cfg.mu / max(1e-9, train_seconds),
-            "step_seconds": time.perf_counter() - began,  # rollout, rewards and updates
-            "lr": engine.get_lr()[0],
-        }
-        for offset, name in enumerate(sorted(values)):
-            row[f"rewards/{name}"] = reduced[9 + offset] / n
-        row["accuracy"], row["format_rate"] = row["rewards/accuracy"], row["rewards/format"]
+        row = log_phase(
+            batch,
+            update,
+            step=done,
+            dist=dist,
+            train_seconds=time.perf_counter() - trained,
+            began=began,
+            lr=engine.get_lr()[0],
+            entropy_coef=entropy_coef,
+        )
+        entropy_coef = next_entropy_coef(
+            entropy_coef, row["entropy"], cfg.entropy.target, cfg.entropy.step, cfg.entropy.coef_max
+        )
         if (done % cfg.eval_every == 0 or done == cfg.max_steps) and dist.main and eval_sets:
             last_eval = evaluate_pass1(rollout, eval_sets, cfg, cfg.seed)
             row.update(last_eval)
@@ -401,11 +662,19 @@ def train_grpo(
             and dist.main
             and (done % cfg.sample_table_every == 0 or done == cfg.max_steps)
         ):
+            drawn = batch.drawn
             on_samples(
                 done,
                 [
-                    [items[c.prompt_index].example.get("id"), c.text, t, values["accuracy"][i]]
-                    for i, (c, t) in enumerate(zip(completions[:8], totals[:8], strict=False))
+                    [
+                        drawn.items[i // cfg.group_size].example.get("id"),
+                        c.text,
+                        t,
+                        drawn.values["accuracy"][i],
+                    ]
+                    for i, (c, t) in enumerate(
+                        zip(drawn.completions[:8], drawn.totals[:8], strict=False)
+                    )
                 ],
             )
         stop = bool(signs) and cfg.collapse.stop
@@ -414,6 +683,8 @@ def train_grpo(
         ):
             trainer_state = {
                 "step": done,
+                "draws": stream.draws,
+                "entropy_coef": entropy_coef,
                 "eval_before": summary.get("eval_before", {}),
                 "eval_last": last_eval,
             }
