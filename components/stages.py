@@ -97,6 +97,61 @@ def sft_merged_op(
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def select_op(
+    recipe: str,
+    overrides: list,
+    data: Input[Dataset],
+    model_in: Input[Model],
+    selected: Output[Dataset],
+    metrics: Output[Metrics],
+    card: Output[Markdown],
+):
+    """Stage `select`: the RL prompts the starting model sometimes solves (its pass rates)."""
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
+
+    summary = run_stage(
+        "select",
+        "select",
+        recipe,
+        overrides,
+        data=data.path,
+        model=model_in.path,
+        output=selected.path,
+    )
+    report(metrics, card, "select", summary)
+    record_lineage(selected)
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def grpo_selected_op(
+    recipe: str,
+    overrides: list,
+    section: str,
+    data: Input[Dataset],
+    selected: Input[Dataset],
+    model_in: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    card: Output[Markdown],
+):
+    """Stage `grpo_reasoning`: GRPO whose prompts may come from `select` (../selected/…)."""
+    from r1forge.orchestration.tasks import record_lineage, report, run_stage
+
+    summary = run_stage(
+        "grpo",
+        section,
+        recipe,
+        overrides,
+        data=data.path,
+        selected=selected.path,
+        model=model_in.path,
+        output=model.path,
+    )
+    report(metrics, card, section, summary)
+    record_lineage(model)
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def grpo_op(
     recipe: str,
     overrides: list,

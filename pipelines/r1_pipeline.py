@@ -104,11 +104,18 @@ def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
             "sft_cold_start",
         )
         evaluate("sft_cold_start", cold.outputs["model"])
+        selected = configure(
+            ops.select_op(**common, data=data.outputs["data"], model_in=cold.outputs["model"]),
+            recipe.select.resources,
+            recipe,
+            "select",
+        )
         reasoning = configure(
-            ops.grpo_op(
+            ops.grpo_selected_op(
                 **common,
                 section="grpo_reasoning",
                 data=data.outputs["data"],
+                selected=selected.outputs["selected"],
                 model_in=cold.outputs["model"],
             ),
             recipe.grpo_reasoning.resources,

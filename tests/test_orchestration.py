@@ -201,18 +201,19 @@ def test_compiled_pipeline_carries_cluster_settings(tmp_path: Path) -> None:
     executors = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values()}
     assert images == {TRAIN_IMAGE} and TRAIN_IMAGE.endswith(":0.1.0")
-    grpo = executors["exec-grpo-op"]["container"]["resources"]
+    # grpo_reasoning: the GRPO task that can read the `select` stage's prompts
+    grpo = executors["exec-grpo-selected-op"]["container"]["resources"]
     assert grpo["accelerator"]["resourceCount"] == "8" and grpo["cpuRequest"] == 2
     assert "comp-for-loop-2" in spec["components"]  # ParallelFor over the students
     dag = spec["root"]["dag"]["tasks"]
     gate = next(t for t in dag.values() if "triggerPolicy" in t)
     assert "condition" in gate["triggerPolicy"]
     assert (
-        dag["grpo-op"]["cachingOptions"] == {}
-        and dag["grpo-op"]["retryPolicy"]["maxRetryCount"] == 2
+        dag["grpo-selected-op"]["cachingOptions"] == {}
+        and dag["grpo-selected-op"]["retryPolicy"]["maxRetryCount"] == 2
     )
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    grpo_k8s = k8s["exec-grpo-op"]
+    grpo_k8s = k8s["exec-grpo-selected-op"]
     assert grpo_k8s["nodeSelector"]["labels"] == {"pool": "h200"}
     assert grpo_k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert grpo_k8s["activeDeadlineSeconds"] == "7200"
@@ -256,7 +257,7 @@ def test_cluster_recipe_compiles_with_its_gpu_pool_settings(tmp_path: Path) -> N
     recipe = ROOT / "recipes/qwen2.5-math-1.5b-8xh200.yaml"
     run_cli("pipeline", "compile", "--recipe", str(recipe), "-o", str(out))
     spec, platform = list(yaml.safe_load_all(out.read_text()))[:2]
-    for executor in ("exec-sft-op", "exec-grpo-op"):
+    for executor in ("exec-sft-op", "exec-grpo-selected-op"):
         res = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
         assert res["accelerator"]["resourceCount"] == "8"
         assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from r1forge.data.dedup import contaminated, exact_duplicates, near_duplicates
 from r1forge.data.tasks import TASKS, generate
 from r1forge.data.tasks.arithmetic import solve_steps
+
+from .conftest import ROOT
 
 
 def test_registry_has_both_families() -> None:
@@ -97,3 +100,34 @@ def test_template_ngrams_are_not_contamination() -> None:
     evals = [template.format(f"{i} , {i + 1}", i) for i in range(40)]
     train = [template.format("77 , 78", 99)]
     assert contaminated(train, evals, n=8) == [False]
+
+
+def test_held_out_eval_sets_cover_what_training_does_not(tmp_path: Path) -> None:
+    """Issue 17: eval sets at a difficulty and of a task the training sets do not hold."""
+    from r1forge.config import load_recipe
+    from r1forge.data.jsonl import read_jsonl
+    from r1forge.stages import data
+
+    recipe = load_recipe(
+        ROOT / "recipes/ci.yaml",
+        [
+            "data.tasks={arithmetic: {difficulties: [1, 2]}}",
+            "data.held_out={arithmetic_d5: {task: arithmetic, difficulties: [5], size: 6},"
+            " countdown: {task: countdown, difficulties: [2]}}",
+        ],
+    )
+    report = data.run(recipe, tmp_path / "data")
+    assert report["eval/arithmetic_d5"] == 6 and report["eval/countdown"] == 16
+    hard = read_jsonl(tmp_path / "data/eval/arithmetic_d5.jsonl", "prompt")
+    assert {r.difficulty for r in hard} == {5} and hard[
+        0
+    ].id == "arithmetic-eval-arithmetic_d5-000000"
+    countdown = read_jsonl(tmp_path / "data/eval/countdown.jsonl", "prompt")
+    assert {r.task for r in countdown} == {"countdown"} and all(r.meta for r in countdown)
+    trained = read_jsonl(tmp_path / "data/rl_prompts.jsonl", "prompt")
+    assert {r.task for r in trained} == {"arithmetic"} and max(r.difficulty for r in trained) == 2
+    with pytest.raises(Exception, match="task names"):
+        load_recipe(
+            ROOT / "recipes/ci.yaml",
+            ["data.held_out={arithmetic: {task: arithmetic, difficulties: [5]}}"],
+        )

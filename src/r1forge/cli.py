@@ -232,6 +232,41 @@ def base(
     )
 
 
+@app.command("select")
+def select_prompts(
+    recipe: RecipeOpt = Path("recipes/tiny.yaml"),
+    overrides: SetOpt = None,
+    model: Annotated[
+        Path, typer.Option(help="The checkpoint RL starts from (its pass rates decide).")
+    ] = Path("models/sft_cold_start"),
+    data: Annotated[
+        Path, typer.Option(help="Datasets folder; `select.prompts` are read from it.")
+    ] = Path("data"),
+    output: Annotated[
+        Path,
+        typer.Option(help="Prompt dataset to write (with its manifest and <name>.stats.json)."),
+    ] = Path("selected/rl_prompts.jsonl"),
+    metrics: MetricsOpt = None,
+) -> None:
+    """Stage `select`: RL prompts chosen by the starting model's pass rate.
+
+    k samples per prompt with the model RL starts from; keeps the prompts whose pass rate
+    lies in `select.pass_rate` (default [0.01, 0.99]: solved sometimes, not always; groups
+    whose rewards all agree teach GRPO nothing), each with `meta.pass_rate`; `order:
+    easiest_first` makes it a curriculum. Point a GRPO section's `prompts` at it
+    (`../selected/rl_prompts.jsonl`).
+    """
+    _setup_logging()
+    with _user_errors():
+        from r1forge.stages import select as stage
+
+        stats = stage.run(_load(recipe, overrides), model, data, output, metrics)
+    typer.echo(
+        f"{output}: kept {stats['kept']} of {stats['prompts']} prompts (mean pass rate "
+        f"{stats['mean_pass_rate']:.3f}, kept {stats['kept_mean_pass_rate']:.3f})"
+    )
+
+
 @app.command()
 def sample(
     recipe: RecipeOpt = Path("recipes/tiny.yaml"),

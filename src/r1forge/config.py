@@ -38,6 +38,15 @@ class Resources(Strict):
     caching: bool = True
 
 
+def check_difficulties(levels: list[int]) -> list[int]:
+    from r1forge.data.tasks import MAX_DIFFICULTY
+
+    bad = [d for d in levels if not 1 <= d <= MAX_DIFFICULTY]
+    if bad:
+        raise ValueError(f"difficulty levels must be in 1..{MAX_DIFFICULTY}, got {bad}")
+    return levels
+
+
 class TaskSpec(Strict):
     weight: float = Field(1.0, gt=0)
     difficulties: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
@@ -45,12 +54,7 @@ class TaskSpec(Strict):
     @field_validator("difficulties")
     @classmethod
     def _levels_exist(cls, levels: list[int]) -> list[int]:
-        from r1forge.data.tasks import MAX_DIFFICULTY
-
-        bad = [d for d in levels if not 1 <= d <= MAX_DIFFICULTY]
-        if bad:
-            raise ValueError(f"difficulty levels must be in 1..{MAX_DIFFICULTY}, got {bad}")
-        return levels
+        return check_difficulties(levels)
 
 
 class ImportSpec(Strict):
@@ -61,6 +65,29 @@ class ImportSpec(Strict):
     output: str
     mapping: dict[str, str] = Field(default_factory=dict)
     task: str | None = None
+
+
+class HeldOutSet(Strict):
+    """An eval set of a task at levels training does not cover (e.g. a harder difficulty, or
+    a task absent from the RL prompts): what RL transfers to, not only what it trained on."""
+
+    task: str
+    difficulties: list[int] = Field(min_length=1)
+    size: int | None = Field(None, ge=1, description="default: data.eval_size")
+
+    @field_validator("task")
+    @classmethod
+    def _task_exists(cls, task: str) -> str:
+        from r1forge.data.tasks import TASKS
+
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+        return task
+
+    @field_validator("difficulties")
+    @classmethod
+    def _levels_exist(cls, levels: list[int]) -> list[int]:
+        return check_difficulties(levels)
 
 
 class DataConfig(Strict):
@@ -74,6 +101,11 @@ class DataConfig(Strict):
     general_prompts_size: int = Field(50, ge=0)
     eval_size: int = Field(200, ge=1, description="per task")
     eval_difficulties: list[int] | None = None
+    held_out: dict[str, HeldOutSet] = Field(
+        default_factory=dict,
+        description="more eval sets by name (eval/<name>.jsonl), e.g. a difficulty or task "
+        "the training sets do not cover",
+    )
     near_dup_threshold: float = Field(0.9, gt=0, le=1)
     decontam_ngram: int = Field(13, ge=1)
     system_prompt: str | None = None
@@ -91,6 +123,13 @@ class DataConfig(Strict):
         if not tasks:
             raise ValueError("name at least one task")
         return tasks
+
+    @model_validator(mode="after")
+    def _held_out_names(self) -> DataConfig:
+        clash = sorted(set(self.held_out) & set(self.tasks))
+        if clash:
+            raise ValueError(f"held_out names {clash} are task names (eval/<task>.jsonl exists)")
+        return self
 
 
 class ArchConfig(Strict):
@@ -373,6 +412,39 @@ class EvalConfig(Strict):
     resources: Resources = Field(default_factory=Resources)
 
 
+class SelectConfig(Strict):
+    """Stage `select`: RL prompts chosen by the starting model's pass rate (k samples each)."""
+
+    prompts: list[str] = Field(default_factory=lambda: ["rl_prompts.jsonl"], min_length=1)
+    k: int = Field(4, ge=1, description="samples per prompt")
+    temperature: float = Field(0.6, gt=0, description="as the RL stage samples")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=1)
+    pass_rate: tuple[float, float] = Field(
+        (0.01, 0.99),
+        description="keep prompts whose pass rate lies in [a, b]; the default keeps those "
+        "solved sometimes but not always (groups that all score alike teach GRPO nothing)",
+    )
+    order: Literal["shuffle", "easiest_first", "hardest_first"] = Field(
+        "shuffle",
+        description="the output's order; easiest_first with grpo `prompt_order: file` is a "
+        "curriculum",
+    )
+    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
+    seed: int = 0
+    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _window(self) -> SelectConfig:
+        low, high = self.pass_rate
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"pass_rate must satisfy 0 <= a <= b <= 1, got {low, high}")
+        return self
+
+
 class SampleConfig(Strict):
     """Stage `sample`: rejection sampling of reasoning data from a checkpoint (R1 stage 3)."""
 
@@ -528,6 +600,7 @@ class Recipe(Strict):
         description="R1 stage 4: SFT from the base on rejection-sampled reasoning + general data",
     )
     grpo_reasoning: GRPOConfig = Field(default_factory=GRPOConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     grpo_final: GRPOConfig = Field(
         default_factory=lambda: GRPOConfig(

@@ -97,8 +97,9 @@ def run_stage(
 
         module = import_module(f"r1forge.stages.{kind}")
         data_dir = p["data"]
-        if "synthetic" in p:  # sft_merged names ../synthetic/…: lay the artifacts out so
-            data_dir = _workspace(p["data"], p["synthetic"]) / "data"
+        siblings = {name: p[name] for name in ("synthetic", "selected") if name in p}
+        if siblings:  # sft_merged names ../synthetic/…, grpo ../selected/…: lay them out so
+            data_dir = _workspace(p["data"], siblings) / "data"
         return module.run(recipe, section, data_dir, p["model"], p["output"])
     if kind == "distill_data":
         from r1forge.stages import distill
@@ -116,6 +117,11 @@ def run_stage(
         return distill.train_student(
             recipe, name, p["distill_data"], p["data"], p["teacher"], p["output"]
         )
+    if kind == "select":
+        from r1forge.stages import select
+
+        p["output"].mkdir(parents=True, exist_ok=True)
+        return select.run(recipe, p["model"], p["data"], p["output"] / "rl_prompts.jsonl")
     if kind == "sample":
         from r1forge.stages import sample
 
@@ -142,11 +148,13 @@ def _promote(recipe: Any, checkpoint: str, root: Path, p: dict[str, Path]) -> di
     return promote.run(recipe, [candidate], root / cfg.registry, p["output"], data=p["data"])
 
 
-def _workspace(data: Path, synthetic: Path) -> Path:
-    """A folder holding `data/` and `synthetic/` side by side (links to the two artifacts)."""
+def _workspace(data: Path, siblings: dict[str, Path]) -> Path:
+    """A folder holding `data/` and each sibling artifact (`synthetic/`, `selected/`) side by
+    side, as links, so that a recipe's `../synthetic/…` paths resolve as under DVC."""
     root = Path(tempfile.mkdtemp(prefix="r1forge-ws-"))
     (root / "data").symlink_to(data.resolve(), target_is_directory=True)
-    (root / "synthetic").symlink_to(synthetic.resolve(), target_is_directory=True)
+    for name, path in siblings.items():
+        (root / name).symlink_to(path.resolve(), target_is_directory=True)
     return root
 
 

@@ -88,6 +88,16 @@ STAGES: tuple[Stage, ...] = (
         section="sft_cold_start",
     ),
     Stage(
+        name="select",
+        kind="select",
+        summary="RL prompts the cold-start model sometimes solves (pass rate over k samples)",
+        output="selected/rl_prompts.jsonl",
+        inputs={"data": "data", "model": "models/sft_cold_start"},
+        params=("select",),
+        code=("src/r1forge/stages/select.py",),
+        outs=("selected",),
+    ),
+    Stage(
         name="grpo_reasoning",
         kind="grpo",
         summary="reasoning RL: GRPO with rule rewards on the cold-start model (DeepSpeed)",
@@ -96,6 +106,7 @@ STAGES: tuple[Stage, ...] = (
         params=("grpo_reasoning",),
         code=GRPO_CODE,
         section="grpo_reasoning",
+        deps=("selected",),
     ),
     Stage(
         name="sample",

@@ -40,8 +40,8 @@ def pretraining_corpus(recipe: Recipe, data_dir: Path) -> tuple[list[str], int]:
     cfg = recipe.data
     held_out = {
         record.prompt[-1].content if not isinstance(record.prompt, str) else record.prompt
-        for task in cfg.tasks
-        for record in read_jsonl(eval_path(data_dir, task), "prompt")
+        for name in [*cfg.tasks, *cfg.held_out]
+        for record in read_jsonl(eval_path(data_dir, name), "prompt")
     }
     rng = random.Random(f"{recipe.base.seed}/pretrain")
     problems = draw_problems(cfg, rng, recipe.base.corpus_size)

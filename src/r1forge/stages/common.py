@@ -3,6 +3,7 @@ the final model folder (weights, tokenizer, lineage, metrics, curves) atomically
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,12 @@ def publish_model(
                 shutil.copy(extra, out / extra.name)
     if metrics is not None:
         write_json_atomic(metrics, {stage: summary})
+
+
+def dataset_path(data: Path, name: str) -> Path:
+    """A recipe's dataset name under the data folder: `../x` is a sibling of `data`, whether
+    `data` is a folder or a link to one (a pipeline task's artifact)."""
+    return Path(os.path.normpath(data / name))
 
 
 def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[Any]:

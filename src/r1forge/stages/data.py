@@ -42,17 +42,33 @@ def draw_problems(
     return problems
 
 
-def eval_problems(cfg: DataConfig, task: str) -> list[Problem]:
-    """The eval problems of a task: their own seed space, unique, the same on every call."""
-    rng = random.Random(f"{cfg.seed}/eval/{task}")
-    levels = cfg.eval_difficulties or cfg.tasks[task].difficulties
+def eval_problems(
+    cfg: DataConfig,
+    task: str,
+    name: str | None = None,
+    levels: list[int] | None = None,
+    size: int | None = None,
+) -> list[Problem]:
+    """The problems of eval set `name` (default: the task's own): their own seed space,
+    unique, the same on every call."""
+    rng = random.Random(f"{cfg.seed}/eval/{name or task}")
+    levels = levels or cfg.eval_difficulties or cfg.tasks[task].difficulties
+    size = size or cfg.eval_size
     problems: dict[str, Problem] = {}
-    for _ in range(cfg.eval_size * 50):
+    for _ in range(size * 50):
         problem = generate(task, rng, rng.choice(levels))
         problems.setdefault(problem.key, problem)
-        if len(problems) == cfg.eval_size:
+        if len(problems) == size:
             break
     return list(problems.values())
+
+
+def eval_sets(cfg: DataConfig) -> dict[str, list[Problem]]:
+    """Every eval set by name: one per training task, then the recipe's held-out sets."""
+    sets = {task: eval_problems(cfg, task) for task in sorted(cfg.tasks)}
+    for name, spec in sorted(cfg.held_out.items()):
+        sets[name] = eval_problems(cfg, spec.task, name, spec.difficulties, spec.size)
+    return sets
 
 
 def filter_training(
@@ -117,19 +133,22 @@ def run(recipe: Recipe, output: Path, metrics: Path | None = None) -> dict[str, 
     report: dict[str, Any] = {}
     with atomic_dir(output) as out:
         eval_texts: list[str] = []
-        for task in sorted(cfg.tasks):
-            problems = eval_problems(cfg, task)
+        for name, problems in eval_sets(cfg).items():
             eval_texts += [p.question for p in problems]
             records = [
-                prompt_record(p, i, "eval", cfg.system_prompt) for i, p in enumerate(problems)
+                prompt_record(
+                    p, i, f"eval-{name}" if name in cfg.held_out else "eval", cfg.system_prompt
+                )
+                for i, p in enumerate(problems)
             ]
             write_jsonl(
-                eval_path(out, task),
+                eval_path(out, name),
                 records,
                 kind="prompt",
-                source={**source, "split": f"eval/{task}"},
+                source={**source, "split": f"eval/{name}"},
             )
-            report[f"eval/{task}"] = {"kept": len(records), "requested": cfg.eval_size}
+            requested = (cfg.held_out[name].size if name in cfg.held_out else None) or cfg.eval_size
+            report[f"eval/{name}"] = {"kept": len(records), "requested": requested}
 
         rng = random.Random(f"{cfg.seed}/train")
         for split, size, kind in (

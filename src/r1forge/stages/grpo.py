@@ -15,7 +15,13 @@ from typing import Any
 from r1forge.config import GRPOConfig, Recipe
 from r1forge.data.jsonl import read_manifest
 from r1forge.progress import progress_bar
-from r1forge.stages.common import load_prompts, open_run, publish_model, require_model_folder
+from r1forge.stages.common import (
+    dataset_path,
+    load_prompts,
+    open_run,
+    publish_model,
+    require_model_folder,
+)
 
 log = logging.getLogger("r1forge.grpo")
 CURVES = [
@@ -64,8 +70,8 @@ def run(
     net, tokenizer = load_policy(model, cfg, bf16)
     prompts, hashes = [], {}
     for name in cfg.prompts:
-        prompts += load_prompts(data / name, tokenizer)
-        hashes[name] = read_manifest(data / name)["sha256"]
+        prompts += load_prompts(dataset_path(data, name), tokenizer)
+        hashes[name] = read_manifest(dataset_path(data, name))["sha256"]
     eval_sets = {
         path.stem: load_prompts(path, tokenizer, cfg.eval_size)
         for path in sorted((data / "eval").glob("*.jsonl"))

@@ -8,7 +8,6 @@ continues exactly; the final model folder is assembled under a temp name and swa
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from r1forge.config import KDConfig, Recipe, SFTConfig
 from r1forge.data.jsonl import read_jsonl, read_manifest
 from r1forge.errors import ConfigError, DataError
 from r1forge.progress import progress_bar
-from r1forge.stages.common import open_run, publish_model, require_model_folder
+from r1forge.stages.common import dataset_path, open_run, publish_model, require_model_folder
 
 log = logging.getLogger("r1forge.sft")
 
@@ -30,7 +29,7 @@ def load_conversations(
 
     sets, hashes = {}, {}
     for name in cfg.datasets:
-        path = Path(os.path.normpath(data / name))  # `../x` is a sibling of `data`, links or not
+        path = dataset_path(data, name)
         if not path.is_file():
             raise DataError.single(path, "file not found")
         manifest = read_manifest(path)
