@@ -185,3 +185,88 @@ def test_recipe_quality_merges_runs_of_disjoint_seeds(tmp_path: Path) -> None:
         )
         assert proc.returncode != 0 and message in proc.stderr
     assert json.loads(out.read_text()) == merged  # a refused merge leaves the file as it was
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_rl_quality_smoke(tmp_path: Path) -> None:
+    """The RL-quality benchmark at ci size: one cold start, r1forge GRPO (on prompts from the
+    `select` stage) and TRL GRPOTrainer side by side, all three evaluated by `r1forge
+    evaluate`; the report has the fields issue 17 names."""
+    out = tmp_path / "rl.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/rl_quality.py"),
+            "--recipe",
+            str(ROOT / "recipes/ci.yaml"),
+            "--seeds",
+            "0",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--set",
+            "grpo_reasoning.prompts=[../selected/rl_prompts.jsonl]",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["in_distribution"] == "arithmetic"
+    assert {"config", "versions", "gpu"} <= set(report)
+    assert report["versions"]["trl"] == "1.16.0"
+    seed = report["seeds"]["0"]
+    for arm in ("sft", "r1forge", "trl"):
+        assert set(seed[arm]) == {"arithmetic", "countdown"}
+        for block in seed[arm].values():
+            assert set(block) == {"pass@1", "greedy_accuracy", "format_rate"}
+    assert seed["samples"]["trl"] == 4 * 4 * 4  # steps x prompts x samples, as r1forge's
+    assert seed["samples"]["r1forge_selection"] == 16 * 2  # the select pass: 16 prompts x k=2
+    assert seed["selection"]["kept"] == 16
+    assert (
+        "arithmetic" in report["config"]["trl_overrides"] or report["config"]["trl_overrides"] == []
+    )
+    assert "seed 0" in proc.stdout and "countdown" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_one_update_equals_trls_term_by_term(tmp_path: Path, ci_data: Path, ci_base: Path) -> None:
+    """Issue 17, step 1: on one batch of the same completions and advantages, r1forge's
+    update phase and TRL's GRPOTrainer loss give the same log-probs and the same gradient
+    for every loss type (a length reward, so the untrained ci model's groups differ)."""
+    out = tmp_path / "parity.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/rl_parity.py"),
+            "--recipe",
+            str(ROOT / "recipes/ci.yaml"),
+            "--model",
+            str(ci_base),
+            "--data",
+            str(ci_data),
+            "--set",
+            "grpo_reasoning.rewards={length: 1.0}",
+            "--set",
+            "grpo_reasoning.reward_params={length: {max_length: 24, cache_length: 16}}",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["zero_std_groups"] < 4  # the batch carries a gradient
+    for loss_type, row in report["loss_types"].items():
+        assert row["grad_norm_trl"] > 0, loss_type
+        assert row["grad_cosine"] == pytest.approx(1.0, abs=1e-4), loss_type
+        assert row["grad_norm_ratio"] == pytest.approx(1.0, abs=1e-4), loss_type
+        assert row["max_abs_logp_diff_r1forge_vs_trl"] < 1e-4
+    # the transformers engine samples with the trained module itself: no mismatch
+    assert report["rollout_vs_trainer"]["mismatch_kl_k3"] < 1e-6
