@@ -31,8 +31,6 @@ from typing import Any
 
 from r1forge.io import write_json_atomic
 
-STAGES = ("base", "sft", "grpo")
-
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "r1forge.cli", *args]
@@ -44,40 +42,74 @@ def finished(output: Path) -> bool:
 
 
 def seed_chain(recipe: Path, data: Path, work: Path, seed: int) -> list[list[str]]:
-    """The commands of one seed still to run: base, cold-start SFT, GRPO, seeded with `seed`.
+    """The commands of one seed still to run: base, cold-start SFT, (select), GRPO, seeded
+    with `seed`.
 
-    Stages already finished in `work` are skipped; GRPO resumes from its checkpoints.
+    Stages already finished in `work` are skipped; GRPO resumes from its checkpoints. The
+    seed reads the shared data through its own `work/data` link, so a GRPO section that
+    trains on `../selected/…` finds the seed's own selection.
     """
-    seeds = [f"base.seed={seed}", f"sft_cold_start.seed={seed}", f"grpo_reasoning.seed={seed}"]
-    common = ["--recipe", str(recipe), *(x for s in seeds for x in ("--set", s))]
+    from r1forge.config import load_recipe
+
+    link = work / "data"
+    if not link.exists():
+        link.symlink_to(data.resolve(), target_is_directory=True)
+    keys = ("base", "sft_cold_start", "select", "grpo_reasoning")
+    common = ["--recipe", str(recipe), *(x for k in keys for x in ("--set", f"{k}.seed={seed}"))]
+    selects = any(p.startswith("../selected/") for p in load_recipe(recipe).grpo_reasoning.prompts)
     resume = ["--resume"] if any((work / "grpo.run" / "checkpoints").glob("*")) else []
     chain = [
-        cli("base", *common, "--data", str(data), "--output", str(work / "base")),
-        cli(
-            "sft",
-            *common,
-            "--stage",
-            "sft_cold_start",
-            "--data",
-            str(data),
-            "--model",
-            str(work / "base"),
-            "--output",
-            str(work / "sft"),
-        ),
-        cli(
-            "grpo",
-            *common,
-            "--data",
-            str(data),
-            "--model",
-            str(work / "sft"),
-            "--output",
-            str(work / "grpo"),
-            *resume,
+        (work / "base", cli("base", *common, "--data", str(link), "--output", str(work / "base"))),
+        (
+            work / "sft",
+            cli(
+                "sft",
+                *common,
+                "--stage",
+                "sft_cold_start",
+                "--data",
+                str(link),
+                "--model",
+                str(work / "base"),
+                "--output",
+                str(work / "sft"),
+            ),
         ),
     ]
-    return [cmd for cmd, stage in zip(chain, STAGES, strict=True) if not finished(work / stage)]
+    if selects and not (work / "selected/rl_prompts.jsonl").is_file():
+        out = work / "selected/rl_prompts.jsonl"
+        chain.append(
+            (
+                None,
+                cli(
+                    "select",
+                    *common,
+                    "--data",
+                    str(link),
+                    "--model",
+                    str(work / "sft"),
+                    "--output",
+                    str(out),
+                ),
+            )
+        )
+    chain.append(
+        (
+            work / "grpo",
+            cli(
+                "grpo",
+                *common,
+                "--data",
+                str(link),
+                "--model",
+                str(work / "sft"),
+                "--output",
+                str(work / "grpo"),
+                *resume,
+            ),
+        )
+    )
+    return [cmd for output, cmd in chain if output is None or not finished(output)]
 
 
 def run_seeds(recipe: Path, data: Path, workdir: Path, seeds: list[int]) -> dict[int, float]:
