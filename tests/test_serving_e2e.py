@@ -23,7 +23,7 @@ API_KEY = "test-key-not-a-secret"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole tiny recipe, from scratch, in a fresh workspace (~11 minutes on 2 cores)."""
+    """The whole tiny recipe, from scratch, in a fresh workspace (~14 minutes on 2 cores)."""
     ws = dvc_workspace(tmp_path_factory.mktemp("demo"), "recipes/tiny.yaml")
     out = run_in([sys.executable, "-m", "dvc", "repro"], ws, timeout=3000)
     assert "Running stage 'promote'" in out
@@ -45,17 +45,29 @@ def test_the_demo_promotes_its_best_model(demo: Path) -> None:
     assert (demo / "deploy/manifests.yaml").is_file()
 
 
+def evaluated(demo: Path, name: str) -> dict:
+    return json.loads((demo / "eval" / name / "metrics.json").read_text())
+
+
 @pytest.mark.slow
-def test_grpo_raises_the_demo_pass_at_1_by_ten_points(demo: Path) -> None:
-    """Issue 4's tiny target, measured by the demo's own evaluate stages: R1's pass@1 (4 samples
-    a prompt at T=0.6) on 200 held-out prompts, cold-start SFT against GRPO. Measured here:
-    0.212 -> 0.396."""
-    before, after = (
-        json.loads((demo / "eval" / name / "metrics.json").read_text())
-        for name in ("sft_cold_start", "grpo_reasoning")
-    )
-    assert after["n_prompts"] == before["n_prompts"] == 200
-    assert after["pass@1"] - before["pass@1"] >= 0.10, (before["pass@1"], after["pass@1"])
+def test_rl_adds_to_a_converged_cold_start_and_keeps_the_format(demo: Path) -> None:
+    """Issue 17's CPU targets, measured by the demo's own evaluate stages (R1's pass@1 over 4
+    samples at T=0.6 and greedy accuracy, 200 held-out prompts): GRPO from the converged cold
+    start lowers neither by more than a point, the final RL is at least the merged SFT, and
+    every RL checkpoint keeps a format rate of at least 0.9. Measured on a fresh clone
+    (README): pass@1 / greedy 0.721 / 0.720 -> 0.730 / 0.745; merged SFT 0.590 -> final RL
+    0.598; format rates 1.000, 0.996, 1.000."""
+    cold, reasoning = evaluated(demo, "sft_cold_start"), evaluated(demo, "grpo_reasoning")
+    assert reasoning["n_prompts"] == cold["n_prompts"] == 200
+    for key in ("pass@1", "greedy_accuracy"):
+        assert reasoning[key] >= cold[key] - 0.01, (key, cold[key], reasoning[key])
+    merged, final = evaluated(demo, "sft_merged"), evaluated(demo, "grpo_final")
+    assert final["pass@1"] >= merged["pass@1"], (merged["pass@1"], final["pass@1"])
+    for name in ("grpo_reasoning", "grpo_final", "grpo_student"):
+        assert evaluated(demo, name)["format_rate"] >= 0.9, name
+    # the cold start was trained to convergence: its own held-out pass@1 is far above the
+    # cut-short start's 0.21 of issue 4
+    assert cold["pass@1"] >= 0.6
 
 
 def free_port() -> int:
