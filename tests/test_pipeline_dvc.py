@@ -64,7 +64,8 @@ def test_kfp_local_run_ends_with_the_metrics_of_dvc_repro(ws: Path, tmp_path: Pa
         report = json.loads(metrics.read_text())
         if "pass@1" in report and "evaluate-op" in str(metrics):
             by_model[Path(report["model"]).parent.name] = report
-    kfp_final = next(r for task, r in by_model.items() if task == "grpo-op-2")
+    # grpo_reasoning runs as grpo-selected-op, so grpo_final is the first plain grpo-op
+    kfp_final = next(r for task, r in by_model.items() if task == "grpo-op")
     dvc_final = json.loads((ws / "eval/grpo_final/metrics.json").read_text())
     for key in ("pass@1", "cons@k", "greedy_accuracy", "format_rate", "mean_length"):
         assert kfp_final[key] == dvc_final[key], key
@@ -187,6 +188,7 @@ def test_a_refused_promotion_is_not_a_failed_pipeline(ws: Path, tmp_path: Path) 
     copy = tmp_path / "ws"
     shutil.copytree(ws, copy, symlinks=True)
     registry = (copy / "registry/models.json").read_bytes()
+    (champion,) = [e["version"] for e in json.loads(registry) if e["champion"]]
     values = (copy / "deploy/values.yaml").read_bytes()
     set_promote_threshold(copy, 0.5)  # the ci models solve nothing
     out = dvc(copy, "repro")
@@ -195,7 +197,7 @@ def test_a_refused_promotion_is_not_a_failed_pipeline(ws: Path, tmp_path: Path) 
     }
     assert "no candidate passed the gate" in out
     release = json.loads((copy / "deploy/release.json").read_text())
-    assert release["deployed"] is False and release["champion"]["version"] == 1
+    assert release["deployed"] is False and release["champion"]["version"] == champion
     assert len(release["reasons"]) == 3 and all("below 0.5000" in r for r in release["reasons"])
     assert (copy / "registry/models.json").read_bytes() == registry
     assert (copy / "deploy/values.yaml").read_bytes() == values  # the champion's release stays
