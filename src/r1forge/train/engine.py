@@ -7,6 +7,7 @@ run killed at any moment resumes from the last whole checkpoint.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -78,8 +79,20 @@ def init_distributed(threads: int | None = None) -> Dist:
         torch.set_num_threads(threads or per_rank)
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+        atexit.register(_leave_process_group)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device)
+
+
+def _leave_process_group() -> None:
+    """Leave the process group before the interpreter tears down: a rank that exits with the
+    group's threads still running can abort ('terminate called without an active exception',
+    seen on CPU at the end of 2-rank runs)."""
+    import torch
+
+    if torch.distributed.is_initialized():
+        with contextlib.suppress(Exception):
+            torch.distributed.destroy_process_group()
 
 
 def barrier() -> None:
