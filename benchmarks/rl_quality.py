@@ -259,25 +259,38 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
                 )
             )
         )
-    arms = []
+    eval_files = [str(f) for f in sorted((data / "eval").glob("*.jsonl"))]
+
+    def evaluation(arm: str) -> str | None:
+        if (work / f"eval_{arm}/metrics.json").is_file():
+            return None
+        cmd = cli(
+            "evaluate", *common, "--model", str(work / arm), "--output", str(work / f"eval_{arm}")
+        )
+        return quoted(cmd + [x for f in eval_files for x in ("--data", f)])
+
+    # each chain runs its arm then evaluates it; the chains, and the SFT's evaluation, side by side
+    chains = [evaluation("sft")]
     if not finished(work / "r1forge"):
         resume = ["--resume"] if (work / "r1forge.run/checkpoints/latest").is_file() else []
-        arms.append(
-            quoted(
-                cli(
-                    "grpo",
-                    *common,
-                    "--data",
-                    str(data_dir),
-                    "--model",
-                    str(work / "sft"),
-                    "--output",
-                    str(work / "r1forge"),
-                    *resume,
-                )
-            )
-            + f" > {work}/r1forge.log 2>&1"
+        grpo = cli(
+            "grpo",
+            *common,
+            "--data",
+            str(data_dir),
+            "--model",
+            str(work / "sft"),
+            "--output",
+            str(work / "r1forge"),
+            *resume,
         )
+        chains.append(
+            " && ".join(
+                filter(None, [quoted(grpo) + f" > {work}/r1forge.log 2>&1", evaluation("r1forge")])
+            )
+        )
+    else:
+        chains.append(evaluation("r1forge"))
     if not finished(work / "trl"):
         trl_prompts = (
             recipe.select.prompts if uses_selection(recipe) else recipe.grpo_reasoning.prompts
@@ -298,26 +311,15 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
         trl += [x for s in [*args.set, f"grpo_reasoning.seed={seed}"] for x in ("--set", s)]
         trl += [x for p in trl_prompts for x in ("--prompts", p)]
         trl += [x for s in args.trl_set for x in ("--trl-set", s)]
-        arms.append(quoted(trl) + f" > {work}/trl.log 2>&1")
-    if arms:  # side by side; both must succeed
-        lines.append(" & ".join(f"( {a} )" for a in arms) + " & wait")
-        lines.append(f"test -f {work}/r1forge/r1forge.json && test -f {work}/trl/trl.json")
-    eval_files = [str(f) for f in sorted((data / "eval").glob("*.jsonl"))]
-    evals = []
-    for arm in ARMS:
-        if not (work / f"eval_{arm}/metrics.json").is_file():
-            cmd = cli(
-                "evaluate",
-                *common,
-                "--model",
-                str(work / arm),
-                "--output",
-                str(work / f"eval_{arm}"),
-            )
-            cmd += [x for f in eval_files for x in ("--data", f)]
-            evals.append(quoted(cmd))
-    if evals:
-        lines.append(" & ".join(f"( {e} )" for e in evals) + " & wait")
+        chains.append(
+            " && ".join(filter(None, [quoted(trl) + f" > {work}/trl.log 2>&1", evaluation("trl")]))
+        )
+    else:
+        chains.append(evaluation("trl"))
+    chains = [c for c in chains if c]
+    if chains:
+        lines.append(" & ".join(f"( {c} )" for c in chains) + " & wait")
+    lines.append(" && ".join(f"test -f {work}/eval_{arm}/metrics.json" for arm in ARMS))
     return "\n".join(lines)
 
 

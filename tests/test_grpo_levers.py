@@ -293,8 +293,18 @@ def test_dynamic_sampling_resumes_exactly_with_its_refill_draws(
     steps = [r for r in rows["straight"] if "reward" in r]
     assert any(r["dynamic/draws"] > 1 for r in steps)  # refills happened
     assert all(0 < r["dynamic/dropped_fraction"] < 1 for r in steps)
+    assert all(r["grad_norm"] > 0 for r in steps)  # informative groups: a gradient, measured
     # the entropy stays below the target (at most ln 384 < 9 nats), so the bonus grows
     assert steps[1]["entropy_coef"] > 0.001
     last = [r for r in rows["resumed"] if r.get("step") == 4 and "reward" in r][-1]
     assert last["dynamic/draws"] == steps[-1]["dynamic/draws"]
     assert last["entropy_coef"] == pytest.approx(steps[-1]["entropy_coef"])
+
+
+def test_gradient_norm_of_the_accumulated_gradient() -> None:
+    from r1forge.train.rl import gradient_norm
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    assert gradient_norm(layer) is None  # nothing accumulated yet
+    layer.weight.grad = torch.tensor([[3.0, 4.0]])
+    assert gradient_norm(layer) == pytest.approx(5.0)

@@ -416,6 +416,7 @@ def update_phase(
     sums = dict.fromkeys(
         ("tokens", "clip_fraction", "kl", "entropy", "mismatch_kl", "tis_capped"), 0.0
     )
+    grad_norm: float | None = None
     for epoch in range(cfg.mu):
         for k, (ids, attn, comp, mask, adv, sampled) in enumerate(batches):
             mask = mask.to(dist.device)
@@ -447,6 +448,8 @@ def update_phase(
             # the loss is already this micro-batch's share of the whole batch's: undo
             # DeepSpeed's averaging over accumulation steps and ranks
             engine.backward(loss * n_micro * dist.world)
+            if epoch == cfg.mu - 1 and k == n_micro - 1:
+                grad_norm = gradient_norm(engine)
             engine.step()
             weight = float(mask.sum())
             sums["tokens"] += weight
@@ -454,9 +457,20 @@ def update_phase(
             sums["kl"] += stats["kl"] * weight
             sums["entropy"] += float((entropy.detach() * mask).sum())
     sums["first_pass_tokens"] = local_tokens
-    norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
-    sums["grad_norm"] = float(norm) if norm is not None else 0.0
+    if grad_norm is None and hasattr(engine, "get_global_grad_norm"):
+        grad_norm = engine.get_global_grad_norm()  # ZeRO keeps gradients in its partitions
+    sums["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
     return sums
+
+
+def gradient_norm(engine: Any) -> float | None:
+    """The accumulated gradient's norm before clipping, when it lives on the parameters
+    (ZeRO stages 0 and 1; later stages keep it in the optimizer's partitions)."""
+    import torch
+
+    module = getattr(engine, "module", engine)
+    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else None
 
 
 def log_phase(
