@@ -392,7 +392,18 @@ class GRPOConfig(Strict):
         return value
 
 
-class EvalConfig(Strict):
+class SamplingStage(Strict):
+    """What every stage that samples from a checkpoint (evaluate, select, sample) shares."""
+
+    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
+    seed: int = 0
+    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class EvalConfig(SamplingStage):
     """Stage `evaluate`: R1's protocol (k samples at T 0.6, top-p 0.95) plus a greedy pass."""
 
     datasets: list[str] = Field(
@@ -404,15 +415,9 @@ class EvalConfig(Strict):
     temperature: float = Field(0.6, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(96, ge=1)
-    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
-    seed: int = 0
-    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    threads: int | None = Field(None, ge=1)
-    resources: Resources = Field(default_factory=Resources)
 
 
-class SelectConfig(Strict):
+class SelectConfig(SamplingStage):
     """Stage `select`: RL prompts chosen by the starting model's pass rate (k samples each)."""
 
     prompts: list[str] = Field(default_factory=lambda: ["rl_prompts.jsonl"], min_length=1)
@@ -430,12 +435,6 @@ class SelectConfig(Strict):
         description="the output's order; easiest_first with grpo `prompt_order: file` is a "
         "curriculum",
     )
-    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
-    seed: int = 0
-    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    threads: int | None = Field(None, ge=1)
-    resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
     def _window(self) -> SelectConfig:
@@ -445,7 +444,7 @@ class SelectConfig(Strict):
         return self
 
 
-class SampleConfig(Strict):
+class SampleConfig(SamplingStage):
     """Stage `sample`: rejection sampling of reasoning data from a checkpoint (R1 stage 3)."""
 
     prompts: list[str] = Field(default_factory=lambda: ["rl_prompts.jsonl"], min_length=1)
@@ -483,12 +482,6 @@ class SampleConfig(Strict):
         description="the filters applied (all by default; general prompts have no verifier, "
         "so a general-data set drops `incorrect`)",
     )
-    limit: int | None = Field(None, ge=1, description="first N prompts of each file")
-    seed: int = 0
-    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    threads: int | None = Field(None, ge=1)
-    resources: Resources = Field(default_factory=Resources)
 
     @field_validator("pass_rate")
     @classmethod
