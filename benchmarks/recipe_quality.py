@@ -196,21 +196,30 @@ def print_table(per_seed: dict[str, dict[str, Any]]) -> None:
             print(f"{name:28} {seed:>4} {e['sft']:7.1%} {e['grpo']:7.1%} {e['gain_points']:+7.1f}")
 
 
+def merged_seeds(reports: list[dict[str, Any]], same: tuple[str, ...]) -> dict[str, Any]:
+    """The per-seed results of several reports, refusing what would mix results: reports that
+    differ in any key of `same` (the recipe, the settings) or a seed in two reports.
+    Shared by every benchmark whose report has `seeds`."""
+    for key in same:
+        if any(r[key] != reports[0][key] for r in reports):
+            what = "different recipes" if key == "recipe_text" else f"different {key}"
+            raise SystemExit(f"--merge: the reports were made with {what}")
+    per_seed: dict[str, Any] = {}
+    for report in reports:
+        for seed, result in report["seeds"].items():
+            if seed in per_seed:
+                raise SystemExit(f"--merge: seed {seed} is in more than one report")
+            per_seed[seed] = result
+    return per_seed
+
+
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from several runs of the same recipe on disjoint seeds.
 
     Each run's date, GPU, seeds and duration are kept under `runs`; the summary is over all
     seeds. Different recipes or a seed in two runs are refused: that would mix results.
     """
-    recipes = {r["recipe_text"] for r in reports}
-    if len(recipes) != 1:
-        raise SystemExit("--merge: the reports were made with different recipes")
-    per_seed: dict[str, dict[str, Any]] = {}
-    for report in reports:
-        for seed, result in report["seeds"].items():
-            if seed in per_seed:
-                raise SystemExit(f"--merge: seed {seed} is in more than one report")
-            per_seed[seed] = result
+    per_seed = merged_seeds(reports, ("recipe_text",))
     runs = [run for r in reports for run in r.get("runs", [_run_of(r)])]
     return {
         **{k: reports[0][k] for k in ("benchmark", "recipe", "recipe_text")},

@@ -436,6 +436,28 @@ def print_table(report: dict[str, Any]) -> None:
             )
 
 
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from runs of the same recipe and settings on disjoint seeds (one seed per
+    device call fits its time limit); each run's date, GPU, seeds and duration under `runs`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from recipe_quality import merged_seeds
+
+    seeds = merged_seeds(reports, ("recipe_text", "config", "eval_sets"))
+    runs = [
+        run
+        for r in reports
+        for run in r.get("runs")
+        or [{k: r[k] for k in ("date", "gpu", "seconds")} | {"seeds": sorted(r["seeds"], key=int)}]
+    ]
+    return {
+        **reports[0],
+        "seeds": seeds,
+        "runs": runs,
+        "date": max(r["date"] for r in reports),
+        "seconds": sum(r["seconds"] for r in reports),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -455,7 +477,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--set", action="append", default=[], help="recipe override (both sides)")
     parser.add_argument("--trl-set", action="append", default=[], help="TRL GRPOConfig KEY=VALUE")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="REPORT",
+        help="combine these reports (same recipe and settings, disjoint seeds) into --out; runs nothing",
+    )
     args = parser.parse_args()
+    if args.merge:
+        from r1forge.io import write_json_atomic
+
+        merged = merge_reports([json.loads(path.read_text()) for path in args.merge])
+        print_table(merged)
+        if args.out:
+            write_json_atomic(args.out, merged)
+            print(f"written: {args.out}")
+        return
     if args.command == "trl":
         train_trl(
             args.recipe, args.set, args.data, args.prompts, args.model, args.output, args.trl_set

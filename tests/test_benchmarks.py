@@ -187,6 +187,64 @@ def test_recipe_quality_merges_runs_of_disjoint_seeds(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == merged  # a refused merge leaves the file as it was
 
 
+def _rl_report(seed: str, sft: float, rl: float, lr: float = 1e-5) -> dict:
+    """An rl_quality report of one seed (one device call)."""
+    block = {"pass@1": rl, "greedy_accuracy": rl, "format_rate": 1.0}
+    return {
+        "recipe_text": "name: r\n",
+        "eval_sets": ["a"],
+        "in_distribution": "a",
+        "config": {"grpo_reasoning": {"lr": lr}},
+        "versions": {"trl": "1.16.0"},
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "date": "2026-12-05",
+        "seconds": 300.0,
+        "seeds": {
+            seed: {
+                "sft": {"a": {**block, "pass@1": sft}},
+                "r1forge": {"a": block},
+                "trl": {"a": block},
+                "gain_points": {
+                    "a": {"r1forge_pass@1": 100 * (rl - sft), "trl_pass@1": 100 * (rl - sft)}
+                },
+            }
+        },
+    }
+
+
+def test_rl_quality_merges_one_seed_per_call(tmp_path: Path) -> None:
+    """Issue 17 asks for two seeds; a device call fits one, so the two reports are merged,
+    and reports of other settings or the same seed are refused without touching --out."""
+    paths = []
+    for name, report in {
+        "s0": _rl_report("0", 0.5, 0.75),
+        "s1": _rl_report("1", 0.25, 0.5),
+        "s1again": _rl_report("1", 0.0, 1.0),
+        "other_lr": _rl_report("2", 0.0, 1.0, lr=5e-5),
+    }.items():
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report))
+    out = tmp_path / "rl.json"
+    script = str(ROOT / "benchmarks/rl_quality.py")
+
+    def merge(*files: Path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, script, "--merge", *map(str, files), "--out", str(out)]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    proc = merge(paths[0], paths[1])
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads(out.read_text())
+    assert sorted(merged["seeds"]) == ["0", "1"]
+    assert merged["seeds"]["1"]["sft"]["a"]["pass@1"] == 0.25
+    assert [run["seeds"] for run in merged["runs"]] == [["0"], ["1"]]
+    assert merged["seconds"] == 600.0 and merged["in_distribution"] == "a"
+    assert "+25.0 / +25.0" in proc.stdout
+    for bad, message in ((paths[2], "seed 1"), (paths[3], "different config")):
+        proc = merge(paths[0], paths[1], bad)
+        assert proc.returncode != 0 and message in proc.stderr
+    assert json.loads(out.read_text()) == merged
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_rl_quality_smoke(tmp_path: Path) -> None:

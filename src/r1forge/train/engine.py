@@ -85,14 +85,25 @@ def init_distributed(threads: int | None = None) -> Dist:
 
 
 def _leave_process_group() -> None:
-    """Leave the process group before the interpreter tears down: a rank that exits with the
-    group's threads still running can abort ('terminate called without an active exception',
-    seen on CPU at the end of 2-rank runs)."""
+    """Leave the process group together, before the interpreter tears down. Rank 0 publishes
+    alone while the others return; a rank whose peer has already gone, or that exits with the
+    group's threads still running, can abort ('terminate called without an active exception',
+    seen on CPU at the end of 2-rank runs under load). So the ranks meet at a barrier (bounded:
+    after a failure on one rank the others must not wait forever), then destroy the group."""
+    import datetime
+
     import torch
 
-    if torch.distributed.is_initialized():
+    if not torch.distributed.is_initialized():
+        return
+    if torch.distributed.get_world_size() > 1:
         with contextlib.suppress(Exception):
-            torch.distributed.destroy_process_group()
+            if torch.distributed.get_backend() == "gloo":
+                torch.distributed.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+            else:
+                torch.distributed.barrier()
+    with contextlib.suppress(Exception):
+        torch.distributed.destroy_process_group()
 
 
 def barrier() -> None:
