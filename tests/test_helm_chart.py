@@ -30,6 +30,7 @@ VALUE_SETS = [
     "autoscaling-values",
     "keda-values",
     "ingress-netpol-values",
+    "digest-values",
 ]
 SERVER_LABELS = {
     "app.kubernetes.io/name": "r1forge-serving",
@@ -37,6 +38,19 @@ SERVER_LABELS = {
     "app.kubernetes.io/component": "server",
 }
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+DIGEST = "sha256:" + "ab" * 32
+API_KEY_DIR = "/var/run/secrets/r1forge/api-key"
+CREDENTIALS_DIR = "/var/run/secrets/r1forge/model-credentials"
+# The server pod's DNS egress rule (kube-dns in kube-system).
+DNS_RULE = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+}
 
 
 def find_tool(name: str, *extra: Path) -> Path:
@@ -150,6 +164,14 @@ def test_chart_files_and_value_sets_exist() -> None:
     assert set(defaults["model"]) == {"name", "version", "uri", "revision", "credentialsSecret"}
     assert {"repository", "tag"} <= set(defaults["image"])
     assert defaults["image"]["tag"] == "0.1.0"
+    # Pinned by tag by default; a digest is an option (image.digest, fetch.image.digest).
+    assert defaults["image"]["digest"] == ""
+    assert defaults["fetch"]["image"] == {"repository": "", "tag": "", "digest": ""}
+    # A high uid, not the image's 1000 (checkov CKV_K8S_40).
+    for ctx in (defaults["podSecurityContext"], defaults["securityContext"]):
+        assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] >= 10000
+    # Model-fetch egress follows model.uri by default.
+    assert defaults["networkPolicy"]["egress"]["modelFetch"]["enabled"] == "auto"
 
 
 def test_schema_is_draft7_and_accepts_every_value_set() -> None:
@@ -216,41 +238,60 @@ def test_render_validates_and_is_hardened(
     for doc in docs:
         assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
     assert "latest" not in re.findall(r"image: \S+:(\S+)", rendered)
-    assert set(re.findall(r"image: (\S+)", rendered)) == {"ghcr.io/r1forge/r1forge-serve:0.1.0"}
+    digest = ci_values(value_set)["image"].get("digest")
+    pinned = f"@{digest}" if digest else ":0.1.0"
+    assert set(re.findall(r"image: (\S+)", rendered)) == {f"ghcr.io/r1forge/r1forge-serve{pinned}"}
 
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["selector"]["matchLabels"] == SERVER_LABELS
     spec = pod_spec(docs)
+    # No container takes a secret as an environment variable (checkov CKV_K8S_35).
+    for pod in (spec, one(docs, "Pod")["spec"]):
+        for ctr in pod.get("initContainers", []) + pod["containers"]:
+            assert "envFrom" not in ctr, ctr["name"]
+            assert not [e for e in ctr["env"] if "valueFrom" in e], ctr["name"]
     assert spec["automountServiceAccountToken"] is False
     assert spec["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     psc = spec["securityContext"]
-    assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 1000
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 10001
+    assert psc["runAsGroup"] == psc["fsGroup"] == 10001
     assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
     for ctr in spec["initContainers"] + spec["containers"]:
         sc = ctr["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsUser"] == 10001
         assert ctr["resources"]["requests"] and ctr["resources"]["limits"]
 
     # The init container fetches and verifies the promoted model into the shared emptyDir.
     fetch = container(spec, "fetch-model", init=True)
-    cmd = fetch["command"] + fetch.get("args", [])
-    expected = ["python3", "-m", "r1forge.serving.fetch", "--uri", model["uri"]]
-    expected += ["--sha256", model["revision"], "--dest", f"/models/{model['name']}"]
-    assert cmd[: len(expected)] == expected
+    assert fetch["command"][:2] == ["/bin/sh", "-c"] and fetch["command"][3] == "fetch-model"
+    assert fetch["command"][2].rstrip().endswith('exec python3 -m r1forge.serving.fetch "$@"')
+    expected = ["--uri", model["uri"], "--sha256", model["revision"]]
+    expected += ["--dest", f"/models/{model['name']}"]
+    assert fetch["args"][: len(expected)] == expected
     assert fetch["image"] == container(spec, "vllm")["image"]
-    if model["credentialsSecret"]:
-        assert fetch["envFrom"] == [{"secretRef": {"name": model["credentialsSecret"]}}]
-    else:
-        assert "envFrom" not in fetch
     volumes = {v["name"]: v for v in spec["volumes"]}
+    fetch_env = {e["name"]: e.get("value") for e in fetch["env"]}
+    fetch_mounts = {m["name"]: m for m in fetch["volumeMounts"]}
+    if model["credentialsSecret"]:
+        # Mounted as files (the wrapper exports them to the fetcher), never env in the spec.
+        assert volumes["model-credentials"]["secret"]["secretName"] == model["credentialsSecret"]
+        assert fetch_mounts["model-credentials"]["mountPath"] == CREDENTIALS_DIR
+        assert fetch_mounts["model-credentials"]["readOnly"] is True
+        assert fetch_env["R1FORGE_CREDENTIALS_DIR"] == CREDENTIALS_DIR
+    else:
+        assert "model-credentials" not in volumes and "model-credentials" not in fetch_mounts
+        assert "R1FORGE_CREDENTIALS_DIR" not in fetch_env
     assert "emptyDir" in volumes["models"] and volumes["models"]["emptyDir"]["sizeLimit"]
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
     assert {"tmp", "cache"} <= set(volumes)
 
     # The vLLM server: reasoning parser, served name, probes on /health, key from a Secret.
     server = container(spec, "vllm")
-    assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert server["command"][:2] == ["/bin/sh", "-c"] and server["command"][3] == "vllm"
+    script = server["command"][2]
+    assert script.rstrip().endswith('exec python3 -m vllm.entrypoints.openai.api_server "$@"')
     args = server["args"]
     assert args[:6] == [
         "--model",
@@ -267,10 +308,18 @@ def test_render_validates_and_is_hardened(
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert server[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
     env = {e["name"]: e for e in server["env"]}
-    key_ref = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
-    assert key_ref["name"] and key_ref["key"]
+    # The key: a Secret mounted as a file (owner and group read only), read by the wrapper.
+    assert "VLLM_API_KEY" not in env
+    assert env["R1FORGE_API_KEY_FILE"]["value"] == f"{API_KEY_DIR}/api-key"
+    key_volume = volumes["api-key"]["secret"]
+    (item,) = key_volume["items"]
+    key_ref = {"name": key_volume["secretName"], "key": item["key"]}
+    assert key_ref["name"] and key_ref["key"] and item["path"] == "api-key"
+    assert key_volume["defaultMode"] == 0o440
     mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
-    assert {"/models", "/dev/shm", "/tmp", "/cache"} <= set(mounts)
+    assert {"/models", "/dev/shm", "/tmp", "/cache", API_KEY_DIR} <= set(mounts)
+    assert mounts[API_KEY_DIR]["readOnly"] is True and mounts[API_KEY_DIR]["name"] == "api-key"
+    assert "api-key" not in {m["name"] for m in fetch["volumeMounts"]}  # the fetcher never sees it
     assert env["HF_HOME"]["value"].startswith("/cache")
 
     service = one(docs, "Service")
@@ -375,9 +424,9 @@ def test_cpu_values(helm: Path, tool_env: dict[str, str]) -> None:
     assert store["persistentVolumeClaim"] == {"claimName": "r1forge-model-store", "readOnly": True}
     # apiKey.create: the chart makes the Secret the server reads.
     secret = one(docs, "Secret")
-    key_ref = next(e for e in server["env"] if e["name"] == "VLLM_API_KEY")["valueFrom"]
-    assert secret["metadata"]["name"] == key_ref["secretKeyRef"]["name"] == "r1forge-cpu-api-key"
-    assert set(secret["data"]) == {"token"}
+    key_volume = next(v for v in spec["volumes"] if v["name"] == "api-key")["secret"]
+    assert secret["metadata"]["name"] == key_volume["secretName"] == "r1forge-cpu-api-key"
+    assert set(secret["data"]) == {"token"} and key_volume["items"][0]["key"] == "token"
     # cpu mode turns dtype auto into cpu.dtype (bfloat16), never float16.
     docs = render(helm, tool_env, "cpu-values", sets=("vllm.dtype=auto",))
     args = container(pod_spec(docs), "vllm")["args"]
@@ -477,6 +526,235 @@ def test_ingress_gateway_and_network_policy(helm: Path, tool_env: dict[str, str]
     assert {"NetworkPolicy", "Ingress", "HTTPRoute"}.isdisjoint(kinds(docs))
 
 
+# --- NetworkPolicy egress: the model fetch only, and only for a remote model ----------------
+
+
+def fetch_rule(cidrs: list[str], ports: list[int]) -> dict[str, Any]:
+    return {
+        "to": [{"ipBlock": {"cidr": c}} for c in cidrs],
+        "ports": [{"port": p, "protocol": "TCP"} for p in ports],
+    }
+
+
+def server_egress(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (policy,) = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]["matchLabels"] == SERVER_LABELS
+    ]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    return policy["spec"]["egress"]
+
+
+OPEN_443 = [DNS_RULE, fetch_rule(["0.0.0.0/0"], [443])]
+FILE_URI = "model.uri=file:///mnt/registry/r1forge-tiny/7"
+# (value set, --set overrides) -> the server pod's egress rules, in order.
+EGRESS_CASES: dict[str, tuple[str, tuple[str, ...], list[dict[str, Any]]]] = {
+    # auto (the default): remote model.uri -> DNS + 443 for the fetch.
+    "s3": ("gpu-values", (), OPEN_443),
+    "gs": ("autoscaling-values", (), OPEN_443),
+    "dvc": ("keda-values", (), OPEN_443),
+    # auto: a local model (pvc://, file:///) -> DNS only, nothing for the vLLM container.
+    "pvc": ("cpu-values", (), [DNS_RULE]),
+    "pvc-digest": ("digest-values", (), [DNS_RULE]),
+    "file": ("gpu-values", (FILE_URI,), [DNS_RULE]),
+    # Forced either way, and narrowed.
+    "pvc-forced-open": (
+        "cpu-values",
+        ("networkPolicy.egress.modelFetch.enabled=true",),
+        OPEN_443,
+    ),
+    "s3-forced-closed": (
+        "gpu-values",
+        ("networkPolicy.egress.modelFetch.enabled=false",),
+        [DNS_RULE],
+    ),
+    "s3-narrowed": (
+        "gpu-values",
+        (
+            "networkPolicy.egress.modelFetch.cidrs={52.92.0.0/16,3.5.0.0/19}",
+            "networkPolicy.egress.modelFetch.ports={443,8443}",
+        ),
+        [DNS_RULE, fetch_rule(["52.92.0.0/16", "3.5.0.0/19"], [443, 8443])],
+    ),
+    "s3-no-dns": ("gpu-values", ("networkPolicy.egress.dns=false",), [OPEN_443[1]]),
+    # No DNS and a local model: no egress at all (an empty list, not a missing one).
+    "pvc-no-dns": ("cpu-values", ("networkPolicy.egress.dns=false",), []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EGRESS_CASES))
+def test_network_policy_egress(helm: Path, tool_env: dict[str, str], case: str) -> None:
+    value_set, sets, expected = EGRESS_CASES[case]
+    docs = render(helm, tool_env, value_set, sets=sets)
+    assert server_egress(docs) == expected
+    # The helm test pod's policy never gets the fetch rule.
+    test_policy = next(
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-test")
+    )
+    for rule in test_policy["spec"]["egress"]:
+        assert all("ipBlock" not in peer for peer in rule["to"])
+    # NOTES tell which egress the pod got.
+    cmd = [helm, "install", RELEASE, CHART, "--dry-run=client", "--namespace", NAMESPACE]
+    notes = run([*cmd, *values_args(value_set, sets=sets)], tool_env).stdout.partition("NOTES:")[2]
+    line = " ".join(notes.split("Egress of the server pod", 1)[1].split())
+    opened = any("ipBlock" in peer for rule in expected for peer in rule["to"])
+    assert ("for the model fetch" in line) is opened, line
+    assert ("no egress for the fetch" in line) is (not opened), line
+
+
+# --- images pinned by digest (an option; the default is the tag) ---------------------------
+
+
+def all_images(docs: list[dict[str, Any]]) -> dict[str, str]:
+    spec, test_pod = pod_spec(docs), one(docs, "Pod")["spec"]
+    images = {c["name"]: c["image"] for c in spec["initContainers"] + spec["containers"]}
+    return {**images, "test": test_pod["containers"][0]["image"]}
+
+
+def skip_annotations(doc: dict[str, Any]) -> dict[str, str]:
+    annotations = doc["metadata"].get("annotations", {})
+    return {k: v for k, v in annotations.items() if k.startswith("checkov.io/skip")}
+
+
+def test_images_by_tag_or_digest(helm: Path, tool_env: dict[str, str]) -> None:
+    repo = "ghcr.io/r1forge/r1forge-serve"
+    # Default: the tag, and the CKV_K8S_43 skip (with its reason) on the Deployment and test Pod.
+    docs = render(helm, tool_env, "gpu-values")
+    assert set(all_images(docs).values()) == {f"{repo}:0.1.0"}
+    for doc in (one(docs, "Deployment"), one(docs, "Pod")):
+        skips = skip_annotations(doc).values()
+        assert any(s.startswith("CKV_K8S_43=pinned by tag") for s in skips), doc["kind"]
+    # image.digest: repository@digest everywhere (init container and test pod too), no skip.
+    docs = render(helm, tool_env, "gpu-values", sets=(f"image.digest={DIGEST}",))
+    assert set(all_images(docs).values()) == {f"{repo}@{DIGEST}"}
+    assert skip_annotations(one(docs, "Deployment")) == {}
+    assert "CKV_K8S_43" not in " ".join(skip_annotations(one(docs, "Pod")).values())
+    # fetch.image: an image of its own for the init container, by digest or by tag.
+    other = "ghcr.io/r1forge/r1forge-fetch"
+    fetch_digest = "sha256:" + "cd" * 32
+    sets = (f"image.digest={DIGEST}", f"fetch.image.repository={other}")
+    docs = render(helm, tool_env, "gpu-values", sets=(*sets, f"fetch.image.digest={fetch_digest}"))
+    images = all_images(docs)
+    assert images["fetch-model"] == f"{other}@{fetch_digest}"
+    assert images["vllm"] == images["test"] == f"{repo}@{DIGEST}"
+    assert skip_annotations(one(docs, "Deployment")) == {}
+    docs = render(helm, tool_env, "gpu-values", sets=(*sets, "fetch.image.tag=2.0.1"))
+    assert all_images(docs)["fetch-model"] == f"{other}:2.0.1"
+    # A tag-pinned init container brings the Deployment's skip back; the test pod keeps none.
+    assert "CKV_K8S_43" in " ".join(skip_annotations(one(docs, "Deployment")).values())
+    assert "CKV_K8S_43" not in " ".join(skip_annotations(one(docs, "Pod")).values())
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("fetch.image.tag=1.0",), "fetch.image.tag and fetch.image.digest need"),
+        ((f"fetch.image.digest={DIGEST}",), "fetch.image.tag and fetch.image.digest need"),
+        (("fetch.image.repository=ghcr.io/x/fetch",), "needs fetch.image.tag or"),
+    ],
+)
+def test_fetch_image_must_be_pinned(
+    helm: Path, tool_env: dict[str, str], sets: tuple[str, ...], message: str
+) -> None:
+    cmd = [helm, "template", RELEASE, CHART, "--namespace", NAMESPACE]
+    proc = run([*cmd, *values_args("gpu-values", sets=sets)], tool_env, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+# --- the wrappers that read secrets from files ---------------------------------------------
+
+
+def run_wrapper(
+    ctr: dict[str, Any], tmp_path: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    """Run a container's rendered `/bin/sh -c SCRIPT NAME ARGS` with a python3 stand-in that
+    records its argv and environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / "record.json"
+    record.unlink(missing_ok=True)
+    fake = bin_dir / "python3"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"json.dump({{'argv': sys.argv[1:], 'env': dict(os.environ)}}, open({str(record)!r}, 'w'))\n"
+    )
+    fake.chmod(0o755)
+    base = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin"}
+    proc = subprocess.run(
+        [*ctr["command"], *ctr["args"]],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return proc, (json.loads(record.read_text()) if record.exists() else None)
+
+
+def test_server_wrapper_exports_the_key_file_to_vllm_only(
+    helm: Path, tool_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = container(pod_spec(render(helm, tool_env, "gpu-values")), "vllm")
+    assert server["command"][0] == "/bin/sh"
+    key_file = tmp_path / "api-key"
+    key_file.write_text("s3cret-key\n")
+    proc, record = run_wrapper(server, tmp_path, {"R1FORGE_API_KEY_FILE": str(key_file)})
+    assert proc.returncode == 0, proc.stderr
+    assert record is not None
+    assert record["argv"][:2] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert record["argv"][2:] == server["args"]  # the args arrive unchanged
+    assert record["env"]["VLLM_API_KEY"] == "s3cret-key"
+    # An empty key (vLLM would serve /v1 without auth) or a missing file stops the container.
+    key_file.write_text("")
+    proc, record = run_wrapper(server, tmp_path, {"R1FORGE_API_KEY_FILE": str(key_file)})
+    assert proc.returncode != 0 and record is None and "is empty" in proc.stderr
+    missing = str(tmp_path / "no-such-key")
+    proc, record = run_wrapper(server, tmp_path, {"R1FORGE_API_KEY_FILE": missing})
+    assert proc.returncode != 0 and record is None
+
+
+def test_fetch_wrapper_exports_credentials_files_like_env_from(
+    helm: Path, tool_env: dict[str, str], tmp_path: Path
+) -> None:
+    fetch = container(pod_spec(render(helm, tool_env, "gpu-values")), "fetch-model", init=True)
+    creds = tmp_path / "creds"
+    # What a mounted Secret looks like: entries are links into a hidden ..data folder.
+    data = creds / "..2026_12_02_00_00_00.000000001"
+    data.mkdir(parents=True)
+    (creds / "..data").symlink_to(data.name)
+    entries = {
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "with spaces, 'quotes' and $(not run)",
+        "AWS_REGION": "from-the-secret",
+        "gcs-key.json": "{}",
+        "1BAD": "x",
+    }
+    for name, value in entries.items():
+        (data / name).write_text(value)
+        (creds / name).symlink_to(f"..data/{name}")
+    env = {"R1FORGE_CREDENTIALS_DIR": str(creds), "AWS_REGION": "from-env"}
+    proc, record = run_wrapper(fetch, tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    assert record is not None
+    assert record["argv"][:2] == ["-m", "r1forge.serving.fetch"]
+    assert record["argv"][2:] == fetch["args"]
+    got = record["env"]
+    assert got["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
+    assert got["AWS_SECRET_ACCESS_KEY"] == entries["AWS_SECRET_ACCESS_KEY"]
+    assert got["AWS_REGION"] == "from-env"  # as with envFrom, an explicit env var wins
+    assert "1BAD" not in got and not any("json" in k or k.startswith("..") for k in got)
+    # No credentials Secret: the fetcher just runs.
+    proc, record = run_wrapper(fetch, tmp_path, {})
+    assert proc.returncode == 0 and record is not None, proc.stderr
+    assert not any(k.startswith("AWS_") for k in record["env"])
+    # An empty mounted folder is fine too.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc, record = run_wrapper(fetch, tmp_path, {"R1FORGE_CREDENTIALS_DIR": str(empty)})
+    assert proc.returncode == 0 and record is not None, proc.stderr
+
+
 # --- the schema rejects bad values ---------------------------------------------------------
 
 BAD_VALUES = {
@@ -496,6 +774,20 @@ BAD_VALUES = {
     "latest-tag": (("image.tag=latest",), "/image/tag"),
     "string-max-model-len": (("vllm.maxModelLen=long",), "/vllm/maxModelLen"),
     "created-key-without-value": (("apiKey.create=true",), "/apiKey/value"),
+    "short-digest": (("image.digest=sha256:abc123",), "/image/digest"),
+    "digest-without-algorithm": (("image.digest=" + "a" * 64,), "/image/digest"),
+    "upper-hex-digest": (("image.digest=sha256:" + "A" * 64,), "/image/digest"),
+    "bad-fetch-digest": (("fetch.image.digest=sha512:abc",), "/fetch/image/digest"),
+    "latest-fetch-tag": (("fetch.image.tag=latest",), "/fetch/image/tag"),
+    "unknown-fetch-image-key": (("fetch.image.name=x",), "'name'"),
+    "bad-model-fetch-egress": (
+        ("networkPolicy.egress.modelFetch.enabled=yes",),
+        "/networkPolicy/egress/modelFetch/enabled",
+    ),
+    "old-object-storage-key": (
+        ("networkPolicy.egress.objectStorage.ports={443}",),
+        "objectStorage",
+    ),
 }
 
 
@@ -538,6 +830,13 @@ def test_install_dry_run_client_needs_no_cluster(helm: Path, tool_env: dict[str,
 
 # --- checkov -------------------------------------------------------------------------------
 
+DEPLOYMENT = "Deployment.release-name-r1forge-serving"
+TEST_POD = "Pod.release-name-r1forge-serving-test-models"
+# The only skips the chart has, as annotations on the objects they concern (no chart-wide
+# skip): the helm test pod runs to completion (no probes), and images pinned by tag.
+PROBE_SKIPS = {("CKV_K8S_8", TEST_POD), ("CKV_K8S_9", TEST_POD)}
+DIGEST_SKIPS = {("CKV_K8S_43", DEPLOYMENT), ("CKV_K8S_43", TEST_POD)}
+
 
 @pytest.fixture(scope="session")
 def checkov() -> Path:
@@ -545,80 +844,138 @@ def checkov() -> Path:
 
 
 def checkov_scan(
-    checkov: Path, env: dict[str, str], *extra: str
+    checkov: Path, env: dict[str, str], *extra: str, namespace: str | None = NAMESPACE
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Scan the chart as documented (.checkov.yaml in the chart is read by checkov itself)."""
+    """Scan the chart as documented: `HELM_NAMESPACE=<ns> checkov -d helm/r1forge-serving
+    --framework helm --skip-download [--var-file ...]` (.checkov.yaml in the chart is read by
+    checkov itself). checkov's helm runner renders with no --namespace; helm takes it from
+    HELM_NAMESPACE, as `helm install -n` gives it."""
+    env = {k: v for k, v in env.items() if k != "HELM_NAMESPACE"}
+    if namespace:
+        env["HELM_NAMESPACE"] = namespace
     cmd = [checkov, "-d", "helm/r1forge-serving", "--framework", "helm", "--skip-download"]
     proc = run([*cmd, "-o", "json", *extra], env, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
     reports = report if isinstance(report, list) else [report]
     helm_reports = [r for r in reports if r.get("check_type") == "helm"]
-    assert len(helm_reports) == 1, f"checkov scanned nothing (is helm on PATH?): {report}"
+    assert len(helm_reports) == 1, f"checkov scanned nothing (is helm on PATH?): {proc.stderr}"
     (helm_report,) = helm_reports
-    return helm_report["summary"], helm_report["results"]
+    summary = helm_report["summary"]
+    assert proc.returncode == (1 if summary["failed"] else 0), proc.stderr[-3000:]
+    return summary, helm_report["results"]
 
 
-def assert_clean_scan(summary: dict[str, Any], results: dict[str, Any], resources: set[str]):
+def short(resource: str) -> str:
+    """Kind.namespace.name -> Kind.name."""
+    kind, _, name = resource.split(".", 2)
+    return f"{kind}.{name}"
+
+
+def readme_skips() -> dict[str, str]:
+    """The skip table of the chart README: check id -> reason."""
+    text = (CHART / "README.md").read_text()
+    section = text.split("### checkov skips", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(CKV2?_K8S_\d+)` \|([^\n]+)$", section, re.M)
+    return {check_id: rest for check_id, rest in rows}
+
+
+def assert_clean_scan(
+    summary: dict[str, Any], results: dict[str, Any], resources: set[str], digests: bool = False
+) -> None:
     failed = [(c["check_id"], c["resource"]) for c in results["failed_checks"]]
     assert summary["failed"] == 0 and not failed, failed
     # It really scanned the chart: checks ran on the chart's own resources.
     assert summary["passed"] + summary["failed"] > 50, summary
     assert summary["resource_count"] >= len(resources), summary
-    scanned = {
-        c["resource"].split(".", 1)[0] + "." + c["resource"].rsplit(".", 1)[-1]
-        for c in results["passed_checks"]
-    }
-    assert resources <= scanned, scanned
-    assert any("templates/deployment.yaml" in c["file_path"] for c in results["passed_checks"])
-    # The only in-place skips are the annotated ones on the helm test pod, each with a reason.
-    for check in results["skipped_checks"]:
-        assert check["check_id"] in {"CKV_K8S_8", "CKV_K8S_9"}, check["check_id"]
-        assert check["resource"].endswith("-test-models")
-        assert check["check_result"]["suppress_comment"], check
+    passed = results["passed_checks"]
+    assert resources <= {short(c["resource"]) for c in passed}, passed
+    assert any("templates/deployment.yaml" in c["file_path"] for c in passed)
+    # Rendered into the release's namespace (not `default`): every resource id carries it.
+    for check in passed + results["skipped_checks"]:
+        assert check["resource"].split(".")[1] == NAMESPACE, check["resource"]
+    # What the chart fixed passes, on the server and on the test pod: namespace (CKV_K8S_21),
+    # secrets as files (CKV_K8S_35), high uid (CKV_K8S_40); image digest (CKV_K8S_43) with one.
+    passed_on = {(c["check_id"], short(c["resource"])) for c in passed}
+    fixed = ["CKV_K8S_21", "CKV_K8S_35", "CKV_K8S_40"] + (["CKV_K8S_43"] if digests else [])
+    for check_id in fixed:
+        assert {(check_id, DEPLOYMENT), (check_id, TEST_POD)} <= passed_on, check_id
+    # Skips: exactly the documented ones, each with its reason (also in the README table).
+    skipped = results["skipped_checks"]
+    in_use = {(c["check_id"], short(c["resource"])) for c in skipped}
+    assert in_use == PROBE_SKIPS | (set() if digests else DIGEST_SKIPS), in_use
+    documented = readme_skips()
+    for check in skipped:
+        reason = check["check_result"].get("suppress_comment", "")
+        assert len(reason) > 30 and reason != "No comment provided", check
+        assert check["check_id"] in documented, check["check_id"]
+
+
+def template_skips() -> dict[str, set[str]]:
+    """Skip annotations written in the chart's templates: check id -> reasons."""
+    found: dict[str, set[str]] = {}
+    for path in (CHART / "templates").rglob("*"):
+        if path.suffix in (".yaml", ".tpl"):
+            for check_id, reason in re.findall(r"(CKV2?_K8S_\d+)=([^\"\n]*)", path.read_text()):
+                found.setdefault(check_id, set()).add(reason.strip())
+    return found
 
 
 def test_checkov_skips_are_documented() -> None:
-    config_text = (CHART / ".checkov.yaml").read_text()
-    config = yaml.safe_load(config_text)
-    skips = config["skip-check"]
-    assert skips and all(re.match(r"^CKV2?_K8S_\d+$", s) for s in skips)
-    lines = config_text.splitlines()
-    for check_id in skips:
-        at = lines.index(f"  - {check_id}")
-        comment = []
-        for line in reversed(lines[:at]):
-            if not line.lstrip().startswith("#"):
-                break
-            comment.append(line)
-        reason = " ".join(comment)
-        assert check_id in reason and len(reason) > 80, f"{check_id} has no reason: {reason!r}"
+    config = yaml.safe_load((CHART / ".checkov.yaml").read_text())
+    assert config["framework"] == ["helm"] and config["skip-download"] is True
+    # No chart-wide skip, and the documented command scans the default render.
+    assert not config.get("skip-check") and not config.get("var-file"), config
+    skips = template_skips()
+    assert set(skips) == {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_43"}, skips
+    for check_id, reasons in skips.items():
+        assert all(len(r) > 30 and "=" not in r for r in reasons), (check_id, reasons)
+    # The README lists each skip with its reason, and nothing else.
+    documented = readme_skips()
+    assert set(documented) == set(skips), documented
+    assert all(len(reason) > 60 for reason in documented.values()), documented
 
 
 def test_checkov_default_scan(checkov: Path, tool_env: dict[str, str]) -> None:
-    """The documented command, configured by the chart's .checkov.yaml (all features on)."""
+    """The documented command on the default values (values.yaml)."""
     summary, results = checkov_scan(checkov, tool_env)
-    assert_clean_scan(
-        summary,
-        results,
-        {
-            "Deployment.release-name-r1forge-serving",
-            "Pod.release-name-r1forge-serving-test-models",
-            "Ingress.release-name-r1forge-serving",
-            "ServiceAccount.release-name-r1forge-serving",
-        },
-    )
+    resources = {DEPLOYMENT, TEST_POD, "Service.release-name-r1forge-serving"}
+    assert_clean_scan(summary, results, {*resources, "ServiceAccount.release-name-r1forge-serving"})
+
+
+def test_checkov_without_a_namespace_sees_the_default_namespace(
+    checkov: Path, tool_env: dict[str, str]
+) -> None:
+    """Without HELM_NAMESPACE the objects render into `default`: CKV_K8S_21 fails, and only it."""
+    summary, results = checkov_scan(checkov, tool_env, namespace=None)
+    failed = {(c["check_id"], short(c["resource"])) for c in results["failed_checks"]}
+    assert {check_id for check_id, _ in failed} == {"CKV_K8S_21"}, failed
+    assert summary["failed"] == len(failed)
+    assert {("CKV_K8S_21", DEPLOYMENT), ("CKV_K8S_21", TEST_POD)} <= failed
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_checkov_value_set(checkov: Path, tool_env: dict[str, str], value_set: str) -> None:
     var_file = f"helm/r1forge-serving/ci/{value_set}.yaml"
     summary, results = checkov_scan(checkov, tool_env, "--var-file", var_file)
-    assert_clean_scan(
-        summary,
-        results,
-        {
-            "Deployment.release-name-r1forge-serving",
-            "Pod.release-name-r1forge-serving-test-models",
-        },
-    )
+    resources = {DEPLOYMENT, TEST_POD}
+    if value_set == "ingress-netpol-values":
+        resources.add("Ingress.release-name-r1forge-serving")
+    api_key = ci_values(value_set).get("apiKey", {})
+    if api_key.get("create"):
+        resources.add(f"Secret.{api_key['secretName']}")
+    digests = bool(ci_values(value_set)["image"].get("digest"))
+    assert_clean_scan(summary, results, resources, digests=digests)
+
+
+def test_checkov_with_a_fetch_image_of_its_own(
+    checkov: Path, tool_env: dict[str, str], tmp_path: Path
+) -> None:
+    """fetch.image pinned by digest: no skip of CKV_K8S_43 either."""
+    values = ci_values("digest-values")
+    values["fetch"] = {
+        "image": {"repository": "ghcr.io/r1forge/r1forge-fetch", "digest": "sha256:" + "cd" * 32}
+    }
+    path = tmp_path / "fetch-digest-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    summary, results = checkov_scan(checkov, tool_env, "--var-file", str(path))
+    assert_clean_scan(summary, results, {DEPLOYMENT, TEST_POD}, digests=True)

@@ -64,6 +64,20 @@ def test_classifier_scores_the_answer_part(classifier: Path) -> None:
         score_batch("reward_model", [good], [CHAT])
 
 
+def test_lone_surrogates_are_cleaned_and_cost_no_batch(classifier: Path) -> None:
+    """Issue 18: a lone surrogate (broken UTF-8 decoded byte-wise) made the tokenizer raise
+    TypeError and failed the whole batch; now it is replaced and each string is scored."""
+    good = "<think>\nbe kind\n</think>\n" + HELPFUL[0]
+    bad = "<think>\nbe kind\n</think>\n" + UNHELPFUL[0]
+    broken = "<think>\nx\n</think>\n" + HELPFUL[0] + "\ud800\udfff\udc80"
+    completions, examples = [good, broken, bad], [CHAT] * 3
+    scores = score_batch("reward_model", completions, examples, path=str(classifier))
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > 0.8 and scores[2] < 0.2  # its neighbours keep their scores
+    clean = score_batch("reward_model", [good, bad], [CHAT] * 2, path=str(classifier))
+    assert scores[0] == pytest.approx(clean[0], abs=1e-5)
+
+
 def test_grpo_weights_the_model_reward_for_general_prompts_only(classifier: Path) -> None:
     cfg = GRPOConfig(
         rewards={"accuracy": 1.0},

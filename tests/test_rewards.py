@@ -148,6 +148,17 @@ def test_register_user_verifier() -> None:
         ("11", "12", 0.0),
         ("\\frac{1}{2}", "\\frac{1}{3}", 0.0),
         ("11", "eleven apples", 0.0),
+        # issue 18: a relation is no answer, though one of its sides is right
+        ("37", "36=37", 0.0),
+        ("37", "37 = 37", 0.0),
+        ("37", "37 \\approx 38", 0.0),
+        ("37", "38 \\to 37", 0.0),
+        ("37", "38 \\rightarrow 37", 0.0),
+        ("37", "37 \\le 38", 0.0),
+        ("37", "36 < 37", 0.0),
+        ("37", "37 ≈ 38", 0.0),
+        ("37", "\\left(37\\right)", 1.0),  # \\left is not \\leftarrow
+        ("x > 2", "x > 2", 1.0),  # unless the gold answer is a relation too
     ],
 )
 def test_accuracy_math(gold: str, pred: str, expected: float) -> None:
@@ -234,10 +245,17 @@ def test_exact(pred: str, expected: float) -> None:
 # --- math worker ---------------------------------------------------------------------------
 
 
+def _only_worker() -> mathcheck.MathWorker:
+    [worker] = mathcheck.POOL.workers()  # the tests score one answer at a time
+    return worker
+
+
 @pytest.mark.timeout(120)
 def test_math_worker_timeout_kills_and_restarts() -> None:
+    mathcheck.POOL.close()
+    mathcheck.POOL._reset()
     assert score("accuracy", boxed("\\frac{1}{2}"), math_example("0.5")) == 1.0  # warm it up
-    first = mathcheck._WORKER._proc
+    first = _only_worker()._proc
     assert first is not None
     start = time.monotonic()
     slow = boxed("9^{9^{9}}")  # sympy evaluates the power tower for minutes
@@ -245,17 +263,34 @@ def test_math_worker_timeout_kills_and_restarts() -> None:
     assert time.monotonic() - start < 5  # 0.5 s to wait plus killing, not minutes
     assert first.poll() is not None  # the stuck worker was killed
     assert score("accuracy", boxed("\\frac{3}{6}"), math_example("1/2")) == 1.0
-    assert mathcheck._WORKER._proc is not None and mathcheck._WORKER._proc is not first
+    assert _only_worker()._proc is not None and _only_worker()._proc is not first
 
 
 @pytest.mark.timeout(120)
 def test_math_worker_recovers_from_crash() -> None:
+    mathcheck.POOL.close()
+    mathcheck.POOL._reset()
     assert score("accuracy", boxed("\\frac{1}{2}"), math_example("0.5")) == 1.0
-    proc = mathcheck._WORKER._proc
+    proc = _only_worker()._proc
     assert proc is not None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert score("accuracy", boxed("\\frac{1}{4}"), math_example("0.25")) == 1.0
+
+
+@pytest.mark.timeout(120)
+def test_slow_answers_do_not_hold_a_batch() -> None:
+    """Issue 18: eight power towers took 47.8 s one after the other; now the workers run side
+    by side and a repeated answer is judged once."""
+    towers = [boxed(f"{b}^{{{b}^{{{b}^{{{b}}}}}}}") for b in (9, 8, 7, 6)] * 2
+    examples = [math_example("5")] * len(towers)
+    score_batch("accuracy", [boxed("\\sqrt{4}")], [math_example("2")])  # start one worker
+    start = time.monotonic()
+    assert score_batch("accuracy", towers, examples, timeout=1.0) == [0.0] * 8
+    # 4 distinct answers, each at most 1 s, on at least 2 workers (+ starting them, loaded)
+    assert time.monotonic() - start < 3.0 + 2 * 20
+    assert score_batch("accuracy", towers, examples, timeout=1.0) == [0.0] * 8  # remembered
+    assert score("accuracy", boxed("\\frac{6}{3}"), math_example("2")) == 1.0
 
 
 @pytest.mark.timeout(120)
@@ -293,10 +328,18 @@ def test_score_from_threads() -> None:
         ("<think>........ ????</think>\\boxed{11}", 0.0),  # no letter or digit
         ("<think>3+11</think>\\boxed{11}", 0.0),  # 4 characters < 5
         ("<think>3+8=11</think>\\boxed{11}", 1.0),  # 6 characters
+        ("<think>1 * 1 = 1</think>\\boxed{1}", 0.0),  # one word, repeated
+        ("<think>1 * 2 = 2</think>\\boxed{2}", 1.0),  # two words: a real step
+        ("<think>hmmmm</think>\\boxed{2}", 0.0),  # issue 18: one word
+        ("<think>12345</think>\\boxed{2}", 0.0),
+        ("<think>hmm hmm hmm hmm</think>\\boxed{2}", 0.0),
+        ("<think>aaaaaa bbbbbb</think>\\boxed{2}", 0.0),  # repeats of one character
+        ("<think>\x00\x00\x00\x00\x00ab cd</think>\\boxed{2}", 0.0),  # NUL padding
+        ("<think>\u200b\u200b\u200b\u200b\u200bab cd</think>\\boxed{2}", 0.0),  # zero-width
         (
-            "<think>1 * 1 = 1</think>\\boxed{1}",
+            "<think>\u0434\u0432\u0430 \u043f\u043b\u044e\u0441</think>\\boxed{2}",
             1.0,
-        ),  # a real step, though every digit is the answer
+        ),  # Cyrillic words
         ("<think>a b c d e</think>\\boxed{11}", 1.0),  # 5 characters
         ("<think>4*2=8</think><think>3+8=11</think>\\boxed{11}", 0.0),  # two blocks
         ("<think>4*2=8, 3+8=11</think></think>\\boxed{11}", 0.0),
@@ -355,7 +398,7 @@ def test_language_scripts_exported() -> None:
 
 
 def test_language_consistency_values() -> None:
-    assert lang(GOOD) == 1.0  # default target: English
+    assert lang(GOOD) == 0.0  # no word of any script: undefined, so no pay (issue 18)
     assert lang("<think>Let me add the numbers first.</think>\\boxed{1}") == 1.0
     assert lang("<think>我们先计算</think>\\boxed{1}") == 0.0
     # 我 (Han) + like, apples, too (Latin): 3 of 4 words.
@@ -374,7 +417,9 @@ def test_language_consistency_values() -> None:
 def test_language_consistency_text_choice_and_edges() -> None:
     # No think block: the whole completion, 4 Latin words and 你, 好.
     assert lang("Bonjour tout le monde, 你好") == 4 / 6
-    assert lang("<think>3+4=7</think>\\boxed{7}") == 1.0  # no words at all
+    assert lang("<think>3+4=7</think>\\boxed{7}") == 0.0  # no words: undefined, no pay
+    assert lang("<think>1234567890</think>\\boxed{7}") == 0.0  # issue 18
+    assert lang("<think>\x00\x00\x00\x00</think>\\boxed{7}") == 0.0
     assert lang("") == 0.0
     assert lang("<think>   </think>\\boxed{1}") == 0.0
     assert lang("<think>计算 \\frac{1}{2}</think>", "zh") == 1.0  # LaTeX commands are neutral

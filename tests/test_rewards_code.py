@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from r1forge.errors import ConfigError
 from r1forge.rewards import sandbox, score, score_batch
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,6 +20,24 @@ DOUBLE_STDIO: list[Any] = [
     {"input": "0", "output": "0"},
     {"input": "-4\n", "output": "  -8  \n\n"},  # compared stripped
 ]
+
+
+# Tests that do not run programs in the namespace sandbox.
+WITHOUT_NAMESPACES = {
+    "test_without_namespaces_the_reward_refuses_unless_unsafe_local",
+    "test_network_wrapper_probe_is_cached",
+}
+
+
+@pytest.fixture(autouse=True)
+def namespaces(request: pytest.FixtureRequest) -> None:
+    """Skip, saying why, where this machine cannot run the sandbox (it then refuses to run)."""
+    if request.function.__name__ in WITHOUT_NAMESPACES:
+        return
+    try:
+        sandbox.check_available({})
+    except ConfigError as e:
+        pytest.skip(f"this machine cannot run the namespace sandbox: {e}")
 
 
 def answer(code: str, think: str = "I will write the function.") -> str:
@@ -105,8 +124,11 @@ def test_network_attempt_fails() -> None:
     assert run_one("import socket\nsocket.getaddrinfo('example.com', 80)\n") == 0.0
 
 
-def test_audit_hook_blocks_network_without_unshare(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox, "network_wrapper", lambda: ())
+@pytest.mark.parametrize("mode", ["isolated", "unsafe_local"])
+def test_audit_hook_blocks_network_without_unshare(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setattr(sandbox, "network_wrapper", lambda: ())  # used by unsafe_local only
     probe = (
         "import socket\n"
         "try:\n"
@@ -115,11 +137,30 @@ def test_audit_hook_blocks_network_without_unshare(monkeypatch: pytest.MonkeyPat
         "except PermissionError:\n"
         "    print('blocked')\n"
     )
-    assert run_one(probe, {"input": "", "output": "blocked"}) == 1.0
-    assert run_one(NETWORK) == 0.0
+    assert run_one(probe, {"input": "", "output": "blocked"}, sandbox=mode) == 1.0
+    assert run_one(NETWORK, sandbox=mode) == 0.0
+
+
+def test_without_namespaces_the_reward_refuses_unless_unsafe_local(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sandbox, "_probe", lambda: (None, "missing setpriv"))
+    with pytest.raises(ConfigError, match=r"missing setpriv.*sandbox: unsafe_local"):
+        sandbox.check_available({})
+    # The first call of the reward raises, even for a batch without any code to run.
+    with pytest.raises(ConfigError, match="missing setpriv"):
+        score_batch("code", ["no code"], [example(ADD_TESTS)])
+    sandbox._warn_unsafe.cache_clear()
+    with caplog.at_level("WARNING", logger=sandbox.__name__):
+        assert sandbox.check_available({"sandbox": "unsafe_local"}) == "unsafe_local"
+    assert "sandbox: unsafe_local" in caplog.text
+    assert run_one("x = 1\n", "assert x == 1", sandbox="unsafe_local") == 1.0
+    with pytest.raises(ConfigError, match="'nope' is not one of"):
+        sandbox.check_available({"sandbox": "nope"})
 
 
 def test_network_wrapper_probe_is_cached() -> None:
+    """The unsafe_local mode's `unshare -n` probe runs once."""
     wrapper = sandbox.network_wrapper()
     assert wrapper in {(), ("unshare", "-n"), ("unshare", "-rn")}
     assert sandbox.network_wrapper() is wrapper

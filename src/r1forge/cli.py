@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -143,8 +143,24 @@ def data(
     with _user_errors():
         from r1forge.stages import data as stage
 
-        summary = stage.run(_load(recipe, overrides), output, metrics)
+        loaded = _load(recipe, overrides)
+        _check_data_output(output)
+        summary = stage.run(loaded, output, metrics)
     typer.echo(f"datasets in {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+def _check_data_output(output: Path) -> None:
+    """The data stage replaces its output folder whole: refuse a file, and a folder holding
+    anything but a previous data stage's output (its report.json), which would be deleted."""
+    from r1forge.errors import ConfigError
+
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output}: is a file; the data stage writes a folder")
+    if output.is_dir() and any(output.iterdir()) and not (output / "report.json").is_file():
+        raise ConfigError(
+            f"--output {output}: a folder that `r1forge data` did not write (no report.json); "
+            "it would be replaced whole: name a new or empty folder"
+        )
 
 
 @data_app.command("import")
@@ -155,7 +171,9 @@ def data_import(
             help="A .jsonl, .csv or .parquet file, or a saved Hugging Face dataset folder."
         ),
     ],
-    kind: Annotated[str, typer.Option(help="Record kind to produce: 'sft' or 'prompt'.")],
+    kind: Annotated[
+        Literal["sft", "prompt"], typer.Option(help="Record kind to produce: 'sft' or 'prompt'.")
+    ],
     output: Annotated[
         Path, typer.Option(help="The JSONL file to write (with a .manifest.json beside it).")
     ],
@@ -194,7 +212,10 @@ def data_import(
 @data_app.command("validate")
 def data_validate(
     file: Annotated[Path, typer.Argument(help="A JSONL dataset.")],
-    kind: Annotated[str, typer.Option(help="Record kind: 'sft', 'prompt' or 'sample'.")],
+    kind: Annotated[
+        Literal["sft", "prompt", "sample"],
+        typer.Option(help="Record kind: 'sft', 'prompt' or 'sample'."),
+    ],
 ) -> None:
     """Check every line of a dataset and report all problems at once."""
     from r1forge.data.jsonl import read_jsonl

@@ -6,18 +6,41 @@ works on the tiny CPU recipe. Errors name the recipe file, the line and the dott
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from r1forge.errors import ConfigError
 from r1forge.io import write_text_atomic
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Every section: unknown keys, a value of the wrong type (`true` for a size, "3" for a
+    count) and a NaN or infinite float are errors, never silently converted."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
+
+
+def _list_to_tuple(value: Any) -> Any:
+    """YAML has no tuples: a recipe writes a pair as a list."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Pair = Annotated[tuple[float, float], BeforeValidator(_list_to_tuple)]
 
 
 class Resources(Strict):
@@ -65,6 +88,18 @@ class ImportSpec(Strict):
     output: str
     mapping: dict[str, str] = Field(default_factory=dict)
     task: str | None = None
+
+    @field_validator("output")
+    @classmethod
+    def _inside_output_folder(cls, output: str) -> str:
+        """The import is written into the data folder; a path that leaves it could replace
+        any file the user can write."""
+        path = PurePosixPath(output)
+        if path.is_absolute() or ".." in path.parts or "\\" in output:
+            raise ValueError(f"must be a path inside the data folder, got {output!r}")
+        if path.suffix != ".jsonl":
+            raise ValueError(f"must name a .jsonl file, got {output!r}")
+        return output
 
 
 class HeldOutSet(Strict):
@@ -130,6 +165,25 @@ class DataConfig(Strict):
         if clash:
             raise ValueError(f"held_out names {clash} are task names (eval/<task>.jsonl exists)")
         return self
+
+    @field_validator("imports")
+    @classmethod
+    def _imports_replace_nothing(
+        cls, imports: list[ImportSpec], info: ValidationInfo
+    ) -> list[ImportSpec]:
+        """An import must not silently overwrite a generated set or another import."""
+        names = [*info.data.get("tasks", {}), *info.data.get("held_out", {})]
+        generated = {"cold_start.jsonl", "rl_prompts.jsonl", "general.jsonl"}
+        generated |= {"general_prompts.jsonl", *(f"eval/{name}.jsonl" for name in names)}
+        seen: set[str] = set()
+        for spec in imports:
+            name = PurePosixPath(spec.output).as_posix()
+            if name in generated:
+                raise ValueError(f"output {spec.output!r} would replace a generated set")
+            if name in seen:
+                raise ValueError(f"two imports write {spec.output!r}")
+            seen.add(name)
+        return imports
 
 
 class ArchConfig(Strict):
@@ -219,7 +273,7 @@ class SFTConfig(Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(10, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: Pair = (0.9, 0.95)
     max_grad_norm: float = Field(1.0, gt=0)
     eval_fraction: float = Field(0.05, ge=0, lt=1)
     eval_every: int = Field(50, ge=1)
@@ -350,7 +404,7 @@ class GRPOConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(1.0, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: Pair = (0.9, 0.99)
     max_grad_norm: float = Field(1.0, gt=0)
     rollout_engine: Literal["transformers", "static", "vllm"] = Field(
         "transformers",
@@ -425,7 +479,7 @@ class SelectConfig(SamplingStage):
     temperature: float = Field(0.6, gt=0, description="as the RL stage samples")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(96, ge=1)
-    pass_rate: tuple[float, float] = Field(
+    pass_rate: Pair = Field(
         (0.01, 0.99),
         description="keep prompts whose pass rate lies in [a, b]; the default keeps those "
         "solved sometimes but not always (groups that all score alike teach GRPO nothing)",
@@ -453,7 +507,7 @@ class SampleConfig(SamplingStage):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(96, ge=1)
     max_per_prompt: int = Field(2, ge=1, description="accepted completions kept per prompt")
-    pass_rate: tuple[float, float] | None = Field(
+    pass_rate: Pair | None = Field(
         None, description="keep only prompts whose pass rate lies in [a, b]"
     )
     near_dup_threshold: float = Field(0.9, gt=0, le=1)
@@ -485,7 +539,7 @@ class SampleConfig(SamplingStage):
 
     @field_validator("pass_rate")
     @classmethod
-    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _ordered(cls, value: Pair | None) -> Pair | None:
         if value is not None and not 0.0 <= value[0] <= value[1] <= 1.0:
             raise ValueError("must be [a, b] with 0 <= a <= b <= 1")
         return value
@@ -618,6 +672,66 @@ class Recipe(Strict):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that `1e-5` is a float (YAML 1.2), as people
+    write learning rates; PyYAML would read it as the string "1e-5"."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _duplicate_key(node: yaml.Node) -> tuple[str, int, int] | None:
+    """(dotted key, line, first line) of the first key repeated in a mapping, else None:
+    PyYAML would keep the last silently."""
+    stack: list[tuple[tuple[str, ...], yaml.Node]] = [((), node)]
+    visited: set[int] = set()
+    while stack:
+        path, item = stack.pop()
+        if id(item) in visited:
+            continue
+        visited.add(id(item))
+        if isinstance(item, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in item.value:
+                name = str(key.value)
+                line = key.start_mark.line + 1
+                if name in first:
+                    return ".".join((*path, name)), line, first[name]
+                first[name] = line
+                stack.append(((*path, name), value))
+        elif isinstance(item, yaml.SequenceNode):
+            stack.extend(((*path, str(i)), v) for i, v in enumerate(item.value))
+    return None
+
+
+def _yaml(text: str, where: str, override: str | None = None) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML text into (data, node tree); ConfigError naming where:line on any fault
+    (an `override` value, one --set, has no lines: its key prefixes the field instead)."""
+
+    def at(line: int) -> str:
+        return where if override else f"{where}:{line}"
+
+    try:
+        composed = yaml.compose(text, Loader=_RecipeLoader)
+        duplicate = _duplicate_key(composed) if composed is not None else None
+        if duplicate:
+            key, line, first = duplicate
+            field = f"{override}.{key}" if override else key
+            again = "" if override else f" (first on line {first})"
+            raise ConfigError(f"{at(line)}: field '{field}': duplicate key{again}")
+        return yaml.load(text, Loader=_RecipeLoader), composed
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where_line = at(mark.line + 1) if mark else where
+        raise ConfigError(f"{where_line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of a dotted location in a composed YAML tree (deepest node found)."""
     line = None
@@ -655,10 +769,7 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value (e.g. base.steps=100), got {item!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        value = _yaml(raw, f"--set {key}", key.strip())[0] if raw.strip() else None
         parsed.append((key.strip(), value))
     return parsed
 
@@ -666,16 +777,18 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a YAML recipe, apply `key=value` overrides, validate, and name file:line:field on error."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a recipe file")
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
     try:
-        tree = yaml.safe_load(text) or {}
-        composed = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    tree, composed = _yaml(text, str(path))
+    tree = {} if tree is None else tree
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(tree).__name__}")
     override_keys = set()
@@ -688,14 +801,28 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         lines = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            if field in override_keys:
-                where = f"{path} (--set {field})"
+            message = _message(err)
+            override = next(
+                (k for k in override_keys if field == k or field.startswith(f"{k}.")), None
+            )
+            if override:
+                where = f"{path} (--set {override})"
             else:
                 line = _line_of(composed, tuple(err["loc"]))
                 where = f"{path}:{line}" if line else str(path)
             lines.append(f"{where}: field '{field}': {message}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def _message(err: Any) -> str:
+    """A validation error as a user reads it; a wrong type or a NaN says what was given."""
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"].endswith("_type") or err["type"] == "finite_number":
+        given = yaml.safe_dump(err["input"], default_flow_style=True)
+        message += f", got {given.strip().removesuffix('...').strip()}"
+    return message
 
 
 def recipe_dict(recipe: Recipe) -> dict[str, Any]:

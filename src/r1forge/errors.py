@@ -43,3 +43,7 @@ class DataError(R1ForgeError):
 
 class ConfigError(R1ForgeError):
     """An invalid recipe or override."""
+
+
+class TrainingError(R1ForgeError):
+    """Training diverged (a loss or weight that is not a finite number): nothing is published."""

@@ -61,13 +61,55 @@ app.kubernetes.io/component: server
 {{- $tag }}
 {{- end }}
 
-{{/* The serving image (also used by the init container and the helm test pod). */}}
+{{/* The serving image (also the helm test pod's, and the init container's unless fetch.image
+     names one): repository@digest when image.digest is set, else repository:tag. */}}
 {{- define "r1forge-serving.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (include "r1forge-serving.imageTag" .) }}
 {{- end }}
+{{- end }}
+
+{{/* The model-fetch init container's image: fetch.image when its repository is set (pinned by
+     digest, else by tag), else the serving image. */}}
+{{- define "r1forge-serving.fetchImage" -}}
+{{- with .Values.fetch.image }}
+{{- if not .repository }}
+{{- include "r1forge-serving.image" $ }}
+{{- else if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (toString .tag) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when every image of the Deployment is pinned by digest. */}}
+{{- define "r1forge-serving.deploymentDigests" -}}
+{{- if and .Values.image.digest (or (not .Values.fetch.image.repository) .Values.fetch.image.digest) }}true{{ end }}
+{{- end }}
+
+{{/* Value of the checkov.io/skip annotation for CKV_K8S_43 (image by digest), set only on the
+     objects whose images are pinned by tag (the default): with image.digest (and
+     fetch.image.digest) set the check runs and passes. No "=" in the reason (checkov splits on it). */}}
+{{- define "r1forge-serving.digestSkip" -}}
+CKV_K8S_43=pinned by tag (never latest) until image.digest is set, as the digest exists only once the release image is pushed
+{{- end }}
+
+{{/* "true" when model.uri is fetched over the network (s3://, gs://, dvc://); "" when it is
+     local to the cluster (pvc://, file:///). */}}
+{{- define "r1forge-serving.remoteModel" -}}
+{{- if regexMatch "^(s3|gs|dvc)://" .Values.model.uri }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the pod's NetworkPolicy opens egress for the model fetch:
+     networkPolicy.egress.modelFetch.enabled true, or auto with a remote model.uri. */}}
+{{- define "r1forge-serving.fetchEgress" -}}
+{{- $enabled := .Values.networkPolicy.egress.modelFetch.enabled }}
+{{- if kindIs "bool" $enabled }}
+{{- if $enabled }}true{{ end }}
+{{- else if include "r1forge-serving.remoteModel" . }}true{{ end }}
 {{- end }}
 
 {{/* Model folder inside the pod. */}}
@@ -115,6 +157,9 @@ app.kubernetes.io/component: server
   value: "1"
 - name: DO_NOT_TRACK
   value: "1"
+{{- /* The pod's uid (10001 by default) has no passwd entry; getpass.getuser() reads $USER. */}}
+- name: USER
+  value: r1forge
 {{- end }}
 
 {{/* Probe timings from probes.<kind>, always GET /health on the http port. */}}
@@ -140,5 +185,13 @@ initialDelaySeconds: {{ . }}
 {{- end }}
 {{- if and .Values.apiKey.create (not .Values.apiKey.value) }}
 {{- fail "apiKey.value is required when apiKey.create is true" }}
+{{- end }}
+{{- with .Values.fetch.image }}
+{{- if and (not .repository) (or .tag .digest) }}
+{{- fail "fetch.image.tag and fetch.image.digest need fetch.image.repository (without it the init container runs the serving image, pinned by image.tag / image.digest)" }}
+{{- end }}
+{{- if and .repository (not .tag) (not .digest) }}
+{{- fail "fetch.image.repository needs fetch.image.tag or fetch.image.digest (pin the fetch image)" }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -8,7 +8,7 @@ one. Every row is validated; all bad rows are reported at once and nothing is wr
 from __future__ import annotations
 
 import csv
-import json
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from r1forge.data.chat import THINK_CLOSE, THINK_OPEN
-from r1forge.data.jsonl import _problems_from_validation, write_jsonl
+from r1forge.data.jsonl import (
+    _problems_from_validation,
+    check_input_file,
+    check_output_file,
+    json_objects,
+    parse_json,
+    text_lines,
+    write_jsonl,
+)
 from r1forge.data.schema import PromptRecord, SFTRecord
-from r1forge.errors import DataError, Problem
+from r1forge.errors import ConfigError, DataError, Problem
 from r1forge.io import sha256_file
 
 PROMPT_FIELDS = (
@@ -34,52 +42,137 @@ PROMPT_FIELDS = (
 )
 SFT_FIELDS = ("id", "messages", "system", "prompt", "reasoning", "response")
 STRUCTURED = {"prompt", "tests", "meta", "messages"}
+KINDS = ("sft", "prompt")
+# A long reasoning trace is a legitimate CSV field; the csv module's default cap is 128 KiB.
+CSV_FIELD_LIMIT = 2**31 - 1
+CSV_DELIMITERS = ",;\t|"
+
+Row = dict[str, Any] | Problem
 
 
-def rows(path: str | Path, split: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line or row number, row) pairs from any supported format."""
+def rows(path: str | Path, split: str | None = None) -> Iterator[tuple[int, Row]]:
+    """(line or row number, row) pairs from any supported format; a Problem for a bad row.
+
+    Problems that make the rest of the file unreadable (a corrupt Parquet file, a CSV
+    quote never closed) raise DataError instead.
+    """
     path = Path(path)
     if path.is_dir():
-        from datasets import DatasetDict, load_from_disk
-
-        dataset = load_from_disk(str(path))
-        if isinstance(dataset, DatasetDict):
-            name = split or ("train" if "train" in dataset else next(iter(dataset)))
-            if name not in dataset:
-                raise DataError.single(path, f"no split {name!r}; splits: {list(dataset)}")
-            dataset = dataset[name]
-        yield from enumerate(dataset, start=1)
-    elif path.suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        yield number, json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError.single(
-                            path, f"malformed JSON: {exc.msg}", line=number
-                        ) from None
+        yield from _dataset_rows(path, split)
+        return
+    check_input_file(path)
+    if path.suffix in (".jsonl", ".json"):
+        yield from json_objects(path)
     elif path.suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                yield reader.line_num, row
+        yield from _csv_rows(path)
     elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
+        yield from _parquet_rows(path)
     else:
         raise DataError.single(
             path, "unsupported format: use .jsonl, .csv, .parquet or a saved dataset folder"
         )
 
 
-class MissingColumn(KeyError):
-    """A column the mapping names is absent from a row."""
+def _dataset_rows(path: Path, split: str | None) -> Iterator[tuple[int, Row]]:
+    import pyarrow as pa
+    from datasets import DatasetDict, load_from_disk
 
-    def __init__(self, field: str, column: str):
-        super().__init__(field)
-        self.field, self.column = field, column
+    try:
+        dataset = load_from_disk(str(path))
+    except FileNotFoundError:
+        raise DataError.single(
+            path, "is a folder but not a saved Hugging Face dataset (save_to_disk output)"
+        ) from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError.single(path, f"unreadable saved dataset: {exc}") from None
+    if isinstance(dataset, DatasetDict):
+        name = split or ("train" if "train" in dataset else next(iter(dataset)))
+        if name not in dataset:
+            raise DataError.single(path, f"no split {name!r}; splits: {list(dataset)}")
+        dataset = dataset[name]
+    yield from enumerate(dataset, start=1)
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, Row]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    number = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches():
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    except (OSError, pa.ArrowException) as exc:
+        where = f" after row {number}" if number else ""
+        raise DataError.single(path, f"not a readable Parquet file{where}: {exc}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, Row]]:
+    """Rows of a CSV file with the delimiter its header shows (`,` `;` tab or `|`), strictly
+    parsed with standard quoting (a field in double quotes, `""` for a quote inside).
+
+    A row with more or fewer fields than the header (an unquoted delimiter inside a text)
+    is a problem, never a silently cut or padded row.
+    """
+    shown = str(path)
+
+    def text() -> Iterator[str]:
+        for _, line in text_lines(path):
+            if isinstance(line, Problem):
+                raise DataError([line])
+            yield line
+
+    lines = text()
+    first = next(lines, None)
+    if first is None:
+        return
+    try:  # only the delimiter: a header shows no quoting, so quoting stays RFC 4180's
+        delimiter = csv.Sniffer().sniff(first, delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:
+        delimiter = ","
+    reader = csv.reader(
+        itertools.chain([first], lines), csv.excel, delimiter=delimiter, strict=True
+    )
+    limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    header: list[str] | None = None
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataError.single(
+                    shown, f"bad CSV in the row that starts here: {exc}", start
+                ) from None
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+                repeated = sorted({c for c in header if header.count(c) > 1})
+                if repeated:
+                    message = f"column(s) {repeated} appear more than once in the header"
+                    raise DataError.single(shown, message, start)
+            elif len(fields) != len(header):
+                message = (
+                    f"{len(fields)} fields but the header has {len(header)} "
+                    f"(quote a field that holds {delimiter!r})"
+                )
+                yield start, Problem(shown, start, None, message)
+            else:
+                yield start, dict(zip(header, fields, strict=True))
+    finally:
+        csv.field_size_limit(limit)
+
+
+class RowError(ValueError):
+    """A row whose `field` cannot become a record field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
 
 
 def _lookup(row: dict[str, Any], column: str) -> Any:
@@ -91,6 +184,19 @@ def _lookup(row: dict[str, Any], column: str) -> Any:
     return value
 
 
+def _text(field: str, value: Any) -> str:
+    """A field that must be text: whole numbers become their digits (exact); anything else
+    (a float such as NaN, a boolean, an object) is an error, never its Python repr."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    kind = {dict: "an object", list: "a list", bool: "a boolean", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+    raise RowError(field, f"must be text, got {kind}: {value!r:.60}")
+
+
 def _fields(row: dict[str, Any], names: tuple[str, ...], mapping: dict[str, str]) -> dict[str, Any]:
     out = {}
     for name in names:
@@ -99,10 +205,13 @@ def _fields(row: dict[str, Any], names: tuple[str, ...], mapping: dict[str, str]
             value = _lookup(row, column)
         except KeyError:
             if name in mapping:
-                raise MissingColumn(name, column) from None
+                raise RowError(name, f"mapped column {column!r} is missing") from None
             continue
-        if name in STRUCTURED and isinstance(value, str) and value.strip()[:1] in "[{":
-            value = json.loads(value)
+        if name in STRUCTURED and isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+            try:
+                value = parse_json(value)
+            except ValueError as exc:
+                raise RowError(name, f"column {column!r}: {exc}") from None
         if value is not None and value != "":
             out[name] = value
     return out
@@ -110,21 +219,46 @@ def _fields(row: dict[str, Any], names: tuple[str, ...], mapping: dict[str, str]
 
 def _sft(fields: dict[str, Any]) -> dict[str, Any]:
     if "messages" in fields:
-        return {"id": fields.get("id"), "messages": fields["messages"]}
+        return {"messages": fields["messages"]}
     if "prompt" not in fields or "response" not in fields:
-        raise KeyError("needs 'messages', or 'prompt' and 'response' (map them with --map)")
-    answer = str(fields["response"])
+        missing = "prompt" if "prompt" not in fields else "response"
+        raise RowError(
+            missing, "needs 'messages', or 'prompt' and 'response' (map them with --map)"
+        )
+    answer = _text("response", fields["response"])
     if "reasoning" in fields:
-        answer = f"{THINK_OPEN}\n{fields['reasoning']}\n{THINK_CLOSE}\n{answer}"
-    system = [{"role": "system", "content": fields["system"]}] if "system" in fields else []
+        answer = f"{THINK_OPEN}\n{_text('reasoning', fields['reasoning'])}\n{THINK_CLOSE}\n{answer}"
+    system = (
+        [{"role": "system", "content": _text("system", fields["system"])}]
+        if "system" in fields
+        else []
+    )
     return {
-        "id": fields.get("id"),
         "messages": [
             *system,
-            {"role": "user", "content": fields["prompt"]},
+            {"role": "user", "content": _text("prompt", fields["prompt"])},
             {"role": "assistant", "content": answer},
         ],
     }
+
+
+def _record_data(
+    row: dict[str, Any],
+    kind: str,
+    names: tuple[str, ...],
+    mapping: dict[str, str],
+    task: str | None,
+    default_id: str,
+) -> dict[str, Any]:
+    fields = _fields(row, names, mapping)
+    data = fields if kind == "prompt" else _sft(fields)
+    data["id"] = _text("id", fields["id"]) if "id" in fields else default_id
+    if kind == "prompt":
+        if "task" not in data and task:
+            data["task"] = task
+        if "answer" in data:
+            data["answer"] = _text("answer", data["answer"])
+    return data
 
 
 def import_file(
@@ -137,8 +271,8 @@ def import_file(
     split: str | None = None,
 ) -> dict[str, Any]:
     """Convert `path` into a validated JSONL dataset of `kind` ('sft' or 'prompt') at `output`."""
-    if kind not in ("sft", "prompt"):
-        raise ValueError(f"kind must be 'sft' or 'prompt', got {kind!r}")
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be 'sft' or 'prompt', got {kind!r}")
     mapping = dict(mapping or {})
     names = PROMPT_FIELDS if kind == "prompt" else SFT_FIELDS
     unknown = sorted(set(mapping) - set(names))
@@ -146,26 +280,19 @@ def import_file(
         raise DataError.single(
             path, f"cannot map to unknown field(s) {unknown}; {kind} fields: {list(names)}"
         )
+    check_output_file(output)
     model = PromptRecord if kind == "prompt" else SFTRecord
     shown, stem = str(path), Path(path).stem
     records, problems, seen = [], [], {}
     for number, row in rows(path, split):
+        if isinstance(row, Problem):
+            problems.append(row)
+            continue
         try:
-            fields = _fields(row, names, mapping)
-            data = fields if kind == "prompt" else _sft(fields)
-        except MissingColumn as exc:
-            problems.append(
-                Problem(shown, number, exc.field, f"mapped column {exc.column!r} is missing")
-            )
+            data = _record_data(row, kind, names, mapping, task, f"{stem}-{number:06d}")
+        except RowError as exc:
+            problems.append(Problem(shown, number, exc.field, exc.message))
             continue
-        except (KeyError, json.JSONDecodeError) as exc:
-            problems.append(Problem(shown, number, None, str(exc).strip("\"'")))
-            continue
-        data["id"] = str(data.get("id") or f"{stem}-{number:06d}")
-        if kind == "prompt" and "task" not in data and task:
-            data["task"] = task
-        if kind == "prompt" and "answer" in data:
-            data["answer"] = str(data["answer"])
         try:
             record = model.model_validate(data)
         except ValidationError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,106 @@ def manifest_path(path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json")
 
 
+# Pydantic names the union branch it tried (e.g. 'list[Message]', 'int'); users want the field.
+_UNION_BRANCHES = {"int", "str", "float", "bool"}
+_UNION_PREFIXES = ("list[", "dict[", "tuple[", "function-")
+
+
 def _problems_from_validation(path: str, line: int, error: ValidationError) -> list[Problem]:
-    problems = []
+    """One problem per field; several union branches' messages are joined with 'or', and a
+    value of the wrong type is shown."""
+    messages: dict[str | None, list[str]] = {}
+    given: dict[str | None, str] = {}
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
-        # Pydantic names the union branch it tried (e.g. 'list[Message]'); users want the field.
-        loc = [part for part in loc if not part.startswith(("list[", "str", "function-"))]
+        loc = [p for p in loc if p not in _UNION_BRANCHES and not p.startswith(_UNION_PREFIXES)]
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field (not part of the schema)"
         field = ".".join(loc) or None
         if field is None and ": " in message:  # record-level checks say "field: message"
             field, message = message.split(": ", 1)
-        problems.append(Problem(path, line, field, message))
-    return problems
+        if item["type"].endswith("_type"):
+            given[field] = json.dumps(item["input"], default=repr)[:60]
+        if message not in messages.setdefault(field, []):
+            messages[field].append(message)
+    return [
+        Problem(
+            path,
+            line,
+            field,
+            " or ".join(msgs) + (f", got {given[field]}" if field in given else ""),
+        )
+        for field, msgs in messages.items()
+    ]
+
+
+def check_input_file(path: str | Path) -> None:
+    """A missing path and a folder given where a file is wanted are told apart."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError.single(path, "is a folder, not a file")
+    if not path.is_file():
+        raise DataError.single(path, "file not found")
+
+
+def check_output_file(path: str | Path) -> None:
+    """Refuse, before any work, an output that names a folder or lies under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError.single(path, "output is a folder; name the .jsonl file to write")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError.single(path, f"cannot write: {parent} is a file, not a folder")
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str | Problem]]:
+    """Each line of a UTF-8 file with its number (a BOM on line 1 dropped), or the Problem
+    of a line that is not UTF-8: the bad line is named, not a byte offset in the file."""
+    shown = str(path)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)"
+                yield number, Problem(shown, number, None, reason)
+                continue
+            yield number, text.removeprefix("\ufeff") if number == 1 else text
+
+
+def parse_json(text: str) -> Any:
+    """json.loads whose every failure (syntax, nesting past the stack, a 5,000-digit
+    number) is a ValueError with a message a user can act on."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("malformed JSON: nested too deeply") from None
+    except ValueError:  # the only other failure: an integer too long to convert
+        raise ValueError("malformed JSON: a number with more than 4300 digits") from None
+
+
+def json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    """Each non-blank line of a JSONL file parsed as a JSON object, or the Problem with it."""
+    shown = str(path)
+    for number, text in text_lines(path):
+        if isinstance(text, Problem):
+            yield number, text
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = parse_json(text)
+        except ValueError as exc:
+            yield number, Problem(shown, number, None, str(exc))
+            continue
+        if not isinstance(obj, dict):
+            message = f"expected a JSON object, got {type(obj).__name__}"
+            yield number, Problem(shown, number, None, message)
+            continue
+        yield number, obj
 
 
 def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list[Any]:
@@ -45,9 +131,7 @@ def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list
     """
     model = record_type(kind)
     shown = str(path)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError.single(shown, "file not found")
+    check_input_file(path)
     problems: list[Problem] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
@@ -57,63 +141,21 @@ def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list
         if not all_errors or len(problems) >= MAX_REPORTED_PROBLEMS:
             raise DataError(problems)
 
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                fail(
-                    [
-                        Problem(
-                            shown,
-                            number,
-                            None,
-                            f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
-                        )
-                    ]
-                )
-                continue
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                fail(
-                    [
-                        Problem(
-                            shown, number, None, f"malformed JSON: {exc.msg} (column {exc.colno})"
-                        )
-                    ]
-                )
-                continue
-            if not isinstance(obj, dict):
-                fail(
-                    [
-                        Problem(
-                            shown, number, None, f"expected a JSON object, got {type(obj).__name__}"
-                        )
-                    ]
-                )
-                continue
-            try:
-                record = model.model_validate(obj)
-            except ValidationError as exc:
-                fail(_problems_from_validation(shown, number, exc))
-                continue
-            if record.id in seen:
-                fail(
-                    [
-                        Problem(
-                            shown,
-                            number,
-                            "id",
-                            f"duplicate id {record.id!r} (first on line {seen[record.id]})",
-                        )
-                    ]
-                )
-                continue
-            seen[record.id] = number
-            records.append(record)
+    for number, obj in json_objects(path):
+        if isinstance(obj, Problem):
+            fail([obj])
+            continue
+        try:
+            record = model.model_validate(obj)
+        except ValidationError as exc:
+            fail(_problems_from_validation(shown, number, exc))
+            continue
+        if record.id in seen:
+            message = f"duplicate id {record.id!r} (first on line {seen[record.id]})"
+            fail([Problem(shown, number, "id", message)])
+            continue
+        seen[record.id] = number
+        records.append(record)
     if problems:
         raise DataError(problems)
     if not records:
@@ -131,6 +173,7 @@ def write_jsonl(
     """Write records atomically, then their manifest (count, sha256, schema version, source)."""
     path = Path(path)
     model = record_type(kind)
+    check_output_file(path)
     count = 0
     with atomic_file(path) as handle:
         for record in records:
@@ -155,7 +198,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     mpath = manifest_path(path)
     if not mpath.is_file():
         raise DataError.single(str(path), f"no manifest ({mpath.name}) beside the dataset")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    try:
+        manifest = parse_json(mpath.read_text(encoding="utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise DataError.single(str(mpath), f"unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise DataError.single(str(mpath), "unreadable manifest: not a JSON object")
     if manifest.get("sha256") != sha256_file(path):
         raise DataError.single(
             str(path), f"sha256 differs from {mpath.name}: file changed after writing"

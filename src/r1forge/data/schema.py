@@ -6,21 +6,67 @@ fields are an error so that a typo in an imported file never passes silently.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from r1forge.errors import ConfigError
+
 SCHEMA_VERSION = 1
+MAX_DEPTH = 100
+
+# Strict: a value of the wrong type is an error, never converted (`true` is not a difficulty).
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def unsound_value(value: Any) -> tuple[str, str] | None:
+    """(dotted field, why) of the first value no dataset may hold, else None.
+
+    A NaN or infinite number and a lone surrogate cannot be written as JSON text without
+    being changed, and nesting deeper than MAX_DEPTH is no record's shape. Iterative, so a
+    deep value cannot exhaust the stack.
+    """
+    stack: list[tuple[tuple[str, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return ".".join(path[:3]) + "...", f"nested more than {MAX_DEPTH} levels deep"
+        field = ".".join(path) or "(record)"
+        if isinstance(item, float) and not math.isfinite(item):
+            return field, f"not a finite number ({item})"
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return (
+                    field,
+                    f"lone surrogate {item[exc.start]!r} at character {exc.start} (not text)",
+                )
+        elif isinstance(item, dict):
+            stack.extend(((*path, str(k)), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend(((*path, str(i)), v) for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = STRICT
 
     id: str = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sound_values(cls, data: Any) -> Any:
+        bad = unsound_value(data) if isinstance(data, dict) else None
+        if bad:
+            raise ValueError(f"{bad[0]}: {bad[1]}")
+        return data
+
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     role: Literal["system", "user", "assistant"]
     content: str
@@ -40,7 +86,7 @@ class SFTRecord(Record):
 
 
 class CodeTest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     input: str = ""
     output: str
@@ -65,6 +111,17 @@ class PromptRecord(Record):
             raise ValueError("must not be empty")
         return prompt
 
+    @field_validator("verifier")
+    @classmethod
+    def _known_verifier(cls, verifier: str | None) -> str | None:
+        from r1forge.rewards.registry import VERIFIERS
+
+        if verifier is not None and verifier not in VERIFIERS:
+            raise ValueError(
+                f"unknown verifier {verifier!r}; registered: {', '.join(sorted(VERIFIERS))}"
+            )
+        return verifier
+
     @field_validator("language")
     @classmethod
     def _known_language(cls, language: str) -> str:
@@ -80,6 +137,23 @@ class PromptRecord(Record):
     def _answer_unless_chat(self) -> PromptRecord:
         if self.answer is None and self.task != "chat":
             raise ValueError("answer: is required unless task is 'chat'")
+        return self
+
+    @model_validator(mode="after")
+    def _countdown_has_numbers(self) -> PromptRecord:
+        """The countdown verifier checks the expression against `meta.numbers`: without
+        them (or without a numeric target) every answer would fail or raise at reward time."""
+        if "countdown" not in (self.task, self.verifier):
+            return self
+        numbers = (self.meta or {}).get("numbers")
+        if not isinstance(numbers, list) or not numbers or any(type(n) is not int for n in numbers):
+            raise ValueError("meta.numbers: a countdown prompt needs a list of integers to use")
+        try:
+            Fraction(str(self.answer).strip())
+        except ValueError:
+            raise ValueError(
+                f"answer: a countdown target is a number, got {self.answer!r}"
+            ) from None
         return self
 
     def messages(self, system_prompt: str | None = None) -> list[dict[str, str]]:
@@ -119,6 +193,6 @@ def record_type(kind: str) -> type[Record]:
     try:
         return RECORD_TYPES[kind]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown record kind {kind!r}; known: {', '.join(RECORD_TYPES)}"
         ) from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from r1forge.rewards import sandbox
+from r1forge.rewards import mathcheck, sandbox
 from r1forge.rewards.mathcheck import MAX_ANSWER_CHARS
 from r1forge.rewards.parsing import (
     THINK_CLOSE,
@@ -17,6 +18,7 @@ from r1forge.rewards.registry import ANSWER_VERIFIERS, get_verifier, per_item, r
 
 CHAT = "chat"
 DEFAULT_MIN_THINK_CHARS = 5
+DEFAULT_MIN_THINK_WORDS = 2
 DEFAULT_NGRAM_SIZE = 3
 DEFAULT_MAX_PENALTY = -1.0
 
@@ -47,7 +49,7 @@ def accuracy(completions: list[str], examples: list[dict[str, Any]], **params: A
             return 0.0
         return get_verifier(name)(boxed.strip(), example, **params)
 
-    return per_item(one, completions, examples)
+    return per_item(one, completions, examples, threads=mathcheck.POOL.size)
 
 
 @register("format")
@@ -56,11 +58,15 @@ def format_reward(
 ) -> list[float]:
     """1 for `<think>` real reasoning `</think>` then a non-empty `\\boxed{}`; chat: plain text.
 
-    The think block must hold at least `min_think_chars` non-space characters, a letter or
-    digit, and at least two characters besides the final answer, so an empty, token or answer-only think
-    block (`<think></think>`, `<think>11</think>\\boxed{11}`) does not pay.
+    Real reasoning, so that padding does not pay: at least `min_think_chars` non-space
+    characters, no control or invisible format characters (NUL, zero-width space), at least
+    `min_think_words` distinct words (runs of letters or digits, not one character repeated),
+    and two characters besides the final answer. `<think></think>`, `<think>hmmmm</think>`,
+    `<think>12345</think>`, `<think>1 * 1 = 1</think>` and `<think>11</think>\\boxed{11}`
+    do not pay; `3 + 4 = 7` does.
     """
     min_chars = int(params.get("min_think_chars", DEFAULT_MIN_THINK_CHARS))
+    min_words = int(params.get("min_think_words", DEFAULT_MIN_THINK_WORDS))
 
     def one(completion: str, example: dict[str, Any]) -> float:
         if _is_chat(example):
@@ -74,17 +80,27 @@ def format_reward(
         boxed = extract_boxed(parts.answer)
         if boxed is None or not boxed.strip():
             return 0.0
-        return float(_substantive(parts.think, boxed.strip(), min_chars))
+        return float(_substantive(parts.think, boxed.strip(), min_chars, min_words))
 
     return per_item(one, completions, examples)
 
 
-def _substantive(think: str, answer: str, min_chars: int) -> bool:
-    """Whether a chain of thought is long enough and more than the answer repeated."""
-    if sum(not ch.isspace() for ch in think) < min_chars or not any(ch.isalnum() for ch in think):
+def _substantive(think: str, answer: str, min_chars: int, min_words: int) -> bool:
+    """Whether a chain of thought is long enough, clean, and more than the answer repeated."""
+    if sum(not ch.isspace() for ch in think) < min_chars or _INVISIBLE.search(think):
         return False
+    words = {w for w in _WORD.findall(think) if len(set(w)) > 1 or len(w) < 3} - {"boxed"}
     rest = think.replace("\\boxed", " ").replace(answer, " ")
-    return sum(not (ch.isspace() or ch in "{}") for ch in rest) >= 2
+    return len(words) >= min_words and sum(not (ch.isspace() or ch in "{}") for ch in rest) >= 2
+
+
+# Control characters other than tab and newlines, and invisible format characters.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
+# A word: a run of letters or digits of any script (underscores are not word characters).
+_WORD = re.compile(r"[^\W_]+")
 
 
 @register("length")
@@ -151,7 +167,9 @@ def code(completions: list[str], examples: list[dict[str, Any]], **params: Any) 
     """Fraction of `example["tests"]` (assert snippets or stdin/stdout pairs) passed.
 
     The program is the last ```python block of the answer part; each test runs in its own
-    sandboxed subprocess (see `sandbox`), two at a time.
+    sandboxed subprocess (see `sandbox`), two at a time, and is judged in this process on the
+    plain values the program's expressions produced. Where the sandbox cannot contain programs
+    the first call raises ConfigError, unless `params["sandbox"]` is `"unsafe_local"`.
     """
     codes: list[str | None] = []
     for completion in completions:

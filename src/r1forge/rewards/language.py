@@ -151,8 +151,9 @@ def language_consistency(
     """Share of the chain of thought's words written in a script of the target language.
 
     The target is `params["language"]`, else the example's `language`, else English. The
-    text is the think block if there is one, else the whole completion. Empty text scores
-    0; text without any words (`3+4=7`) scores 1. A lone Greek letter is math notation (θ,
+    text is the think block if there is one, else the whole completion. Text without a word
+    of any script (empty, `3+4=7`, digits or NULs) scores 0: consistency is undefined there,
+    and paying for it would pay for padding. A lone Greek letter is math notation (θ,
     π), not a word, unless the target is written in Greek. Script-level only: see the
     module doc.
     """
@@ -167,8 +168,6 @@ def language_consistency(
         think = split_think(completion).think
         text = completion if think is None else think
         text = text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ")
-        if not text.strip():
-            return 0.0
         wanted = target(example)
         scripts = [
             script
@@ -176,7 +175,7 @@ def language_consistency(
             if letters > 1 or script != "Greek" or "Greek" in wanted
         ]
         if not scripts:
-            return 1.0
+            return 0.0
         return sum(script in wanted for script in scripts) / len(scripts)
 
     return per_item(one, completions, examples)

@@ -42,7 +42,7 @@ def plain_number(text: str) -> Fraction | None:
 
 
 class MathWorker:
-    """A lazily started math-verify subprocess shared by all threads, one request at a time."""
+    """A lazily started math-verify subprocess, one request at a time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -109,16 +109,59 @@ class MathWorker:
             if stream is not None:
                 stream.close()
 
-    def _forget_after_fork(self) -> None:
-        """In a forked child the worker belongs to the parent: drop it without killing it."""
+
+class MathWorkerPool:
+    """Up to `size` workers, started as needed, so one slow answer holds one worker and not a
+    batch; and the verdict of each (gold, answer) pair remembered, so the same hostile answer
+    sampled eight times in a group costs one timeout, not eight."""
+
+    def __init__(self, size: int, remember: int = 4096) -> None:
+        self.size = size
+        self._remember = remember
+        self._reset()
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._proc = None
-        self._buffer = b""
+        self._idle: list[MathWorker] = []
+        self._free = threading.Semaphore(self.size)
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    def equal(self, gold: str, pred: str, timeout: float) -> bool:
+        key = (gold, pred)
+        with self._lock:
+            if key in self._verdicts:
+                return self._verdicts[key]
+        with self._free:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else MathWorker()
+            try:
+                verdict = worker.equal(gold, pred, timeout)
+            finally:
+                with self._lock:
+                    self._idle.append(worker)
+        with self._lock:
+            if len(self._verdicts) >= self._remember:
+                self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[key] = verdict
+        return verdict
+
+    def workers(self) -> list[MathWorker]:
+        with self._lock:
+            return list(self._idle)
+
+    def close(self) -> None:
+        for worker in self.workers():
+            worker.close()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child the workers belong to the parent: drop them without killing them."""
+        self._reset()
 
 
-_WORKER = MathWorker()
-atexit.register(_WORKER.close)
-os.register_at_fork(after_in_child=_WORKER._forget_after_fork)
+# Each worker holds sympy (~100 MB) and starts only when an answer is not a plain number.
+POOL = MathWorkerPool(size=max(2, min(8, os.cpu_count() or 2)))
+atexit.register(POOL.close)
+os.register_at_fork(after_in_child=POOL._forget_after_fork)
 
 
 def math_equal(gold: str, pred: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
@@ -129,4 +172,4 @@ def math_equal(gold: str, pred: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
     gold_value, pred_value = plain_number(gold), plain_number(pred)
     if gold_value is not None and pred_value is not None:
         return gold_value == pred_value
-    return _WORKER.equal(gold.strip(), pred, timeout)
+    return POOL.equal(gold.strip(), pred, timeout)

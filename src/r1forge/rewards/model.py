@@ -9,11 +9,15 @@ reward is the probability of the last one ("good"). Named in a recipe as
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import lru_cache
 from typing import Any
 
 from r1forge.rewards.parsing import split_think
 from r1forge.rewards.registry import register
+
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=2)
@@ -45,14 +49,10 @@ def score_texts(
 
     model, tokenizer = load_reward_model(path)
     device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(texts), batch_size):
+
+    def score_batch(batch_texts: list[str]) -> list[float]:
         batch = tokenizer(
-            texts[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
+            batch_texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length
         ).to(device)
         with torch.no_grad():
             logits = model(**batch).logits.float()
@@ -60,8 +60,33 @@ def score_texts(
             values = torch.sigmoid(logits[:, 0])
         else:
             values = torch.softmax(logits, dim=-1)[:, -1]
-        out += values.cpu().tolist()
+        return values.cpu().tolist()
+
+    def score_alone(text: str) -> float | None:
+        try:
+            return score_batch([text])[0]
+        except Exception:
+            logger.warning(
+                "the reward model could not score a completion: it gets 0", exc_info=True
+            )
+            return None
+
+    cleaned = [_LONE_SURROGATE.sub("\ufffd", text) for text in texts]
+    out: list[float] = []
+    for start in range(0, len(cleaned), batch_size):
+        chunk = cleaned[start : start + batch_size]
+        try:
+            out += score_batch(chunk)
+        except Exception:  # one bad string must not cost its whole batch: score each alone
+            alone = [score_alone(text) for text in chunk]
+            if all(value is None for value in alone):
+                raise  # not the strings: the model itself fails
+            out += [0.0 if value is None else value for value in alone]
     return out
+
+
+# Lone surrogates (from byte-level decoding of broken UTF-8) that tokenizers refuse.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @register("reward_model")

@@ -90,3 +90,18 @@ def extract_code(text: str) -> str | None:
             found = text[body_start:end]
         pos = end + 3
     return found
+
+
+# A relation between two values: `=`, `<`, `>`, `:=`, their Unicode forms, and the LaTeX
+# relation and arrow commands (`\approx`, `\le`, `\to`, `\Rightarrow`, ...).
+_RELATION = re.compile(
+    r"[=<>\u2248\u2260\u2261\u2264\u2265\u2192\u21d2\u223c\u2243\u2245]|\\(?:approx|simeq|sim|"
+    r"cong|equiv|neq?|leq?q?|geq?q?|lt|gt|ll|gg|to|gets|mapsto|implies|iff|"
+    r"(?:long)?(?:left|right|leftright)arrow|(?:Long)?(?:Left|Right|Leftright)arrow)(?![a-zA-Z])"
+)
+
+
+def has_relation(text: str) -> bool:
+    """Whether `text` states a relation (`36=37`, `37 \\approx 38`, `38 \\to 37`) rather than
+    a value: a box holding one cannot be taken as the answer, whichever side is right."""
+    return _RELATION.search(text) is not None

@@ -8,7 +8,8 @@ judges one extracted answer against one example, `(pred, example, **params) -> f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,35 @@ def per_item(
     completions: list[str],
     examples: list[dict[str, Any]],
     default: float = 0.0,
+    threads: int = 1,
 ) -> list[float]:
-    """Apply `fn` pairwise; a completion that makes it raise gets `default`, never an error."""
-    out = []
-    for completion, example in zip(completions, examples, strict=True):
+    """Apply `fn` pairwise; a completion that makes it raise gets `default`, never an error.
+
+    With `threads` > 1 the items run side by side (for rewards that wait on workers, so one
+    slow item does not hold the batch)."""
+
+    def safe(pair: tuple[str, dict[str, Any]]) -> float:
         try:
-            out.append(float(fn(completion, example)))
+            return float(fn(*pair))
         except Exception:
             logger.debug("reward failed on a completion; scoring %s", default, exc_info=True)
-            out.append(default)
-    return out
+            return default
+
+    pairs = list(zip(completions, examples, strict=True))
+    if threads <= 1 or len(pairs) <= 1:
+        return [safe(pair) for pair in pairs]
+    with ThreadPoolExecutor(max_workers=min(threads, len(pairs))) as pool:
+        return list(pool.map(safe, pairs))
+
+
+def check_runnable(
+    rewards: Iterable[str], examples: Iterable[dict[str, Any]], params: dict[str, dict[str, Any]]
+) -> None:
+    """Fail at stage start, not midway through a run, when a reward that executes programs
+    (`code`, or `accuracy` on examples with `verifier: code`) cannot contain them here."""
+    from r1forge.rewards import sandbox
+
+    if "code" in rewards:
+        sandbox.check_available(params.get("code", {}))
+    if any(example.get("verifier") == "code" for example in examples):
+        sandbox.check_available(params.get("accuracy", {}))

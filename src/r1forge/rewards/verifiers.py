@@ -6,15 +6,18 @@ from typing import Any
 
 from r1forge.rewards import countdown, sandbox
 from r1forge.rewards.mathcheck import DEFAULT_TIMEOUT, math_equal
-from r1forge.rewards.parsing import extract_code
+from r1forge.rewards.parsing import extract_code, has_relation
 from r1forge.rewards.registry import register_verifier
 
 
 @register_verifier("math")
 def verify_math(pred: str, example: dict[str, Any], **params: Any) -> float:
-    """Mathematical equivalence with the gold answer (`0.5` == `\\frac{1}{2}`)."""
+    """Mathematical equivalence with the gold answer (`0.5` == `\\frac{1}{2}`).
+
+    A box stating a relation (`36=37`, `37 \\approx 38`, `38 \\to 37`) is no answer unless
+    the gold answer is one too (`x > 2`): math-verify would take one side, paying a hedge."""
     gold = example.get("answer")
-    if gold is None:
+    if gold is None or (has_relation(pred) and not has_relation(str(gold))):
         return 0.0
     return float(math_equal(str(gold), pred, float(params.get("timeout", DEFAULT_TIMEOUT))))
 

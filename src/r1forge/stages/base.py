@@ -99,6 +99,7 @@ def _fetch_named(recipe: Recipe, out: Path) -> dict[str, Any]:
 
 def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
     from r1forge.models import count_parameters, tiny_model, train_tokenizer
+    from r1forge.train.guards import require_finite_metrics, require_finite_weights
     from r1forge.train.pretrain import pack, pretrain
 
     cfg = recipe.base
@@ -122,6 +123,7 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
 
         def on_log(row: dict[str, Any]) -> None:
             metrics.log(row)
+            require_finite_metrics(row, "base")
             log.info(
                 "step %d loss %.4f lr %.2e %.0f tok/s",
                 row["step"],
@@ -132,6 +134,7 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
 
         stats = pretrain(model, blocks, cfg, on_log, advance)
     model.eval()
+    require_finite_weights(model.named_parameters(), str(out))
     probe = probe_accuracy(model, tokenizer, recipe)
     log.info("held-out accuracy in the pre-training format: %s", probe)
     model.save_pretrained(out)

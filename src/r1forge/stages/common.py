@@ -3,6 +3,7 @@ the final model folder (weights, tokenizer, lineage, metrics, curves) atomically
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,9 @@ from r1forge.data.jsonl import read_jsonl
 from r1forge.errors import DataError
 from r1forge.io import atomic_dir, code_revision, write_json_atomic
 from r1forge.tracking import Tracker, plot_curves
+from r1forge.train.engine import LATEST, barrier, previous_run_dir
+
+log = logging.getLogger(__name__)
 
 
 def run_dir_for(output: Path) -> Path:
@@ -29,11 +33,26 @@ def require_model_folder(path: Path) -> None:
 def open_run(
     recipe: Recipe, stage: str, output: Path, resume: bool, main: bool, tracking: TrackingConfig
 ) -> tuple[Path, Path, Tracker | None]:
-    """(run folder, checkpoint folder, tracker on rank 0). A fresh run clears an old run folder."""
+    """(run folder, checkpoint folder, tracker on rank 0).
+
+    A fresh run sets an old run folder aside (`<output>.run.previous`) rather than deleting
+    it: its checkpoints are dropped only once the new run has saved its first one, so a fresh
+    rerun killed early loses nothing, and `--resume` then goes on from the old checkpoints.
+    """
     run_dir = run_dir_for(output)
     checkpoints = run_dir / "checkpoints"
+    previous = previous_run_dir(run_dir)
     if main and not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
+        if (checkpoints / LATEST).is_file() or not previous.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(run_dir, previous)
+        else:  # a fresh run killed before its first checkpoint: keep the older one set aside
+            shutil.rmtree(run_dir)
+    if main and resume and not (checkpoints / LATEST).is_file() and previous.is_dir():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.replace(previous, run_dir)
+        log.info("resuming the run set aside in %s", previous)
+    barrier()
     resume_step = None
     if resume and (checkpoints / "latest").is_file():
         resume_step = int((checkpoints / "latest").read_text().strip().removeprefix("step-"))
@@ -65,7 +84,9 @@ def publish_model(
     metrics, curves, resolved config and the W&B run; then the DVC metrics file."""
     from r1forge.models import read_metadata, write_metadata
     from r1forge.train.engine import dense_replica, is_partitioned
+    from r1forge.train.guards import require_finite_weights
 
+    require_finite_weights(state, str(output))
     if is_partitioned(model):  # ZeRO-3 left the trained module's weights as empty shards
         model = dense_replica(model, "meta")  # no memory, no random init: the state is assigned
         model.load_state_dict(state, assign=True)

@@ -34,13 +34,14 @@ def eval_files(cfg: EvalConfig, data: Path) -> list[Path]:
 
 def evaluate_file(path: Path, tokenizer: Any, engine: Any, cfg: EvalConfig) -> list[dict[str, Any]]:
     """One row per prompt: its k samples' scores and answers, and its greedy score."""
-    from r1forge.rewards import score_batch
+    from r1forge.rewards import check_runnable, score_batch
     from r1forge.rewards.parsing import extract_boxed, split_think
     from r1forge.rollout import Sampling
 
     items = load_prompts(path, tokenizer, cfg.limit)
     ids = [item.ids for item in items]
     examples = [item.example for item in items]
+    check_runnable(MEASURED, examples, {})
     sampled = engine.generate(
         ids,
         cfg.k,

@@ -59,6 +59,7 @@ def run(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train `model` with GRPO on the stage's prompt sets; write the policy to `output`."""
+    from r1forge.rewards import check_runnable
     from r1forge.rollout import make_engine
     from r1forge.train.engine import full_state_dict, init_distributed, use_bf16
     from r1forge.train.rl import train_grpo
@@ -76,6 +77,11 @@ def run(
         path.stem: load_prompts(path, tokenizer, cfg.eval_size)
         for path in sorted((data / "eval").glob("*.jsonl"))
     }
+    check_runnable(
+        {name for weights in [cfg.rewards, *cfg.task_rewards.values()] for name in weights},
+        [item.example for items in (prompts, *eval_sets.values()) for item in items],
+        cfg.reward_params,
+    )
     reference = None
     if cfg.beta > 0:  # only then: with beta 0 no reference model is loaded
         reference, _ = load_policy(model, cfg, bf16)

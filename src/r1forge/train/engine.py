@@ -255,11 +255,17 @@ def save_checkpoint(
     if dist.main:
         write_text_atomic(folder / tag / "trainer.json", json.dumps(state))
         write_text_atomic(folder / LATEST, tag)
+        shutil.rmtree(previous_run_dir(folder.parent), ignore_errors=True)  # now superseded
         tags = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
         for old in tags[:-keep] if keep > 0 else []:
             shutil.rmtree(folder / old, ignore_errors=True)
     barrier()
     return folder / tag
+
+
+def previous_run_dir(run_dir: Path) -> Path:
+    """Where a fresh run sets the old run folder aside until its own first checkpoint."""
+    return run_dir.with_name(run_dir.name + ".previous")
 
 
 def latest_checkpoint(folder: Path) -> str | None:

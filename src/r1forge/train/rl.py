@@ -54,6 +54,7 @@ from r1forge.train.grpo import (
     policy_loss,
     tis_weights,
 )
+from r1forge.train.guards import require_finite_metrics
 
 log = logging.getLogger("r1forge.grpo")
 ALWAYS_MEASURED = ("accuracy", "format")
@@ -660,6 +661,7 @@ def train_grpo(
             lr=engine.get_lr()[0],
             entropy_coef=entropy_coef,
         )
+        require_finite_metrics(row, "GRPO")
         entropy_coef = next_entropy_coef(
             entropy_coef, row["entropy"], cfg.entropy.target, cfg.entropy.step, cfg.entropy.coef_max
         )

@@ -33,6 +33,7 @@ from r1forge.train.engine import (
     use_bf16,
     warmup_cosine,
 )
+from r1forge.train.guards import require_finite_metrics
 from r1forge.train.losses import causal_lm_loss_sum, distillation_loss_sum
 
 log = logging.getLogger("r1forge.sft")
@@ -287,6 +288,7 @@ def train_sft(
                 tokens_per_s=window_tokens / (now - window_start),
             )
             on_log(row)
+            require_finite_metrics(row, "SFT")
             window_tokens, window_start = 0.0, time.perf_counter()
         if checkpoints is not None and (done % cfg.save_every == 0 or done == schedule.total_steps):
             save_checkpoint(
