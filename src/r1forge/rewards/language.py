@@ -179,3 +179,11 @@ def language_consistency(
         return sum(script in wanted for script in scripts) / len(scripts)
 
     return per_item(one, completions, examples)
+
+
+def has_words(completion: str) -> bool:
+    """Whether the chain of thought (else the completion) holds a word of any script: without
+    one, language consistency is undefined (the reward pays 0; a filter has nothing to mix)."""
+    think = split_think(completion).think
+    text = completion if think is None else think
+    return bool(words_by_script(text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ")))

@@ -50,6 +50,7 @@ def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> 
     """Sample, filter and write the accepted completions of `model` as an SFT dataset."""
     from r1forge.progress import progress_bar
     from r1forge.rewards import score_batch
+    from r1forge.rewards.language import has_words
     from r1forge.rollout import Sampling
 
     require_model_folder(model)
@@ -85,7 +86,10 @@ def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> 
                         truncated=completions[i].finish_reason == "length",
                         correct=scores["accuracy"][i],
                         well_formed=scores["format"][i],
-                        one_language=scores["language_consistency"][i],
+                        # no word of any script (`3 + 4 = 7`): nothing to mix, so one language
+                        one_language=scores["language_consistency"][i]
+                        if has_words(texts[i])
+                        else 1.0,
                     )
                     reasons = rejection_reasons(
                         candidate,
