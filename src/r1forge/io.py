@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -56,7 +57,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     pid is gone, or they predate pids in the name); those of a live writer stay."""
     prefix = f".{path.name}."
     removed = []
-    for temp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+    for temp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         pid = temp.name[len(prefix) :].split(".", 1)[0]
         if pid.isdigit() and _alive(int(pid)):
             continue
@@ -67,10 +68,6 @@ def remove_stale_temps(path: Path) -> list[Path]:
                 temp.unlink()
         removed.append(temp)
     return removed
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in text)
 
 
 @contextlib.contextmanager

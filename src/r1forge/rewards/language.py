@@ -165,9 +165,7 @@ def language_consistency(
         target(example)
 
     def one(completion: str, example: dict[str, Any]) -> float:
-        think = split_think(completion).think
-        text = completion if think is None else think
-        text = text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ")
+        text = reasoning_text(completion)
         wanted = target(example)
         scripts = [
             script
@@ -181,9 +179,15 @@ def language_consistency(
     return per_item(one, completions, examples)
 
 
-def has_words(completion: str) -> bool:
-    """Whether the chain of thought (else the completion) holds a word of any script: without
-    one, language consistency is undefined (the reward pays 0; a filter has nothing to mix)."""
+def reasoning_text(completion: str) -> str:
+    """The text whose language is judged: the think block if there is one, else the whole
+    completion, without the think tags."""
     think = split_think(completion).think
     text = completion if think is None else think
-    return bool(words_by_script(text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ")))
+    return text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ")
+
+
+def has_words(completion: str) -> bool:
+    """Whether the reasoning holds a word of any script: without one, language consistency is
+    undefined (the reward pays 0; a filter has nothing to mix)."""
+    return bool(words_by_script(reasoning_text(completion)))
