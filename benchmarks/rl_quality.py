@@ -34,6 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("sft", "r1forge", "trl")
+# with --trl-equal-samples: TRL again, for as many steps as r1forge may draw samples
+EQUAL_ARM = "trl_equal"
 
 
 def cli(*args: str) -> list[str]:
@@ -199,7 +201,7 @@ def train_trl(
             "reward_weights": dict(zip(cfg.rewards, weights, strict=True)),
             "prompts": prompts,
             "seconds": seconds,
-            "samples_drawn": cfg.max_steps * cfg.prompts_per_step * cfg.group_size,
+            "samples_drawn": kwargs["max_steps"] * cfg.prompts_per_step * cfg.group_size,
         },
     )
 
@@ -210,6 +212,30 @@ def train_trl(
 def seed_settings(seed: int) -> list[str]:
     keys = ("base.seed", "sft_cold_start.seed", "select.seed", "grpo_reasoning.seed")
     return [x for k in keys for x in ("--set", f"{k}={seed}")]
+
+
+def r1forge_sample_bound(recipe: Any) -> int:
+    """The most samples r1forge's side may draw: every step refilled up to `max_draws`, plus
+    the selection pass (k samples of each prompt it reads)."""
+    cfg = recipe.grpo_reasoning
+    draws = cfg.dynamic_sampling.max_draws if cfg.dynamic_sampling.enabled else 1
+    grpo = cfg.max_steps * draws * cfg.prompts_per_step * cfg.group_size
+    selection = recipe.select.limit * recipe.select.k if uses_selection(recipe) else 0
+    return grpo + selection
+
+
+def equal_sample_steps(recipe: Any) -> int:
+    """TRL steps that draw at least as many samples as r1forge's side may."""
+    per_step = recipe.grpo_reasoning.prompts_per_step * recipe.grpo_reasoning.group_size
+    return -(-r1forge_sample_bound(recipe) // per_step)
+
+
+def trl_arms(args: argparse.Namespace, recipe: Any) -> dict[str, list[str]]:
+    """TRL arms and their GRPOConfig overrides: the same steps, and optionally equal samples."""
+    arms = {"trl": list(args.trl_set)}
+    if args.trl_equal_samples:
+        arms[EQUAL_ARM] = [*args.trl_set, f"max_steps={equal_sample_steps(recipe)}"]
+    return arms
 
 
 def uses_selection(recipe: Any) -> bool:
@@ -291,10 +317,11 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
         )
     else:
         chains.append(evaluation("r1forge"))
-    if not finished(work / "trl"):
-        trl_prompts = (
-            recipe.select.prompts if uses_selection(recipe) else recipe.grpo_reasoning.prompts
-        )
+    trl_prompts = recipe.select.prompts if uses_selection(recipe) else recipe.grpo_reasoning.prompts
+    for arm, overrides in trl_arms(args, recipe).items():
+        if finished(work / arm):
+            chains.append(evaluation(arm))
+            continue
         trl = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -306,20 +333,19 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
             "--model",
             str(work / "sft"),
             "--output",
-            str(work / "trl"),
+            str(work / arm),
         ]
         trl += [x for s in [*args.set, f"grpo_reasoning.seed={seed}"] for x in ("--set", s)]
         trl += [x for p in trl_prompts for x in ("--prompts", p)]
-        trl += [x for s in args.trl_set for x in ("--trl-set", s)]
+        trl += [x for s in overrides for x in ("--trl-set", s)]
         chains.append(
-            " && ".join(filter(None, [quoted(trl) + f" > {work}/trl.log 2>&1", evaluation("trl")]))
+            " && ".join(filter(None, [quoted(trl) + f" > {work}/{arm}.log 2>&1", evaluation(arm)]))
         )
-    else:
-        chains.append(evaluation("trl"))
     chains = [c for c in chains if c]
     if chains:
         lines.append(" & ".join(f"( {c} )" for c in chains) + " & wait")
-    lines.append(" && ".join(f"test -f {work}/eval_{arm}/metrics.json" for arm in ARMS))
+    arms = ["sft", "r1forge", *trl_arms(args, recipe)]
+    lines.append(" && ".join(f"test -f {work}/eval_{arm}/metrics.json" for arm in arms))
     return "\n".join(lines)
 
 
@@ -362,9 +388,19 @@ def trl_curve(metrics: Path) -> list[dict[str, Any]]:
     return [{k: r[k] for k in keep if k in r} for r in rows if "reward" in r]
 
 
+def trl_run(work: Path, arm: str) -> dict[str, Any]:
+    meta = json.loads((work / arm / "trl.json").read_text())
+    return {
+        "seconds": meta["seconds"],
+        "steps": meta["config"]["max_steps"],
+        "curve": trl_curve(work / arm / "metrics.jsonl"),
+    }
+
+
 def seed_result(work: Path, names: list[str], recipe: Any) -> dict[str, Any]:
+    arms = [*ARMS, *([EQUAL_ARM] if (work / f"eval_{EQUAL_ARM}/metrics.json").is_file() else [])]
     result: dict[str, Any] = {}
-    for arm in ARMS:
+    for arm in arms:
         report = json.loads((work / f"eval_{arm}/metrics.json").read_text())
         result[arm] = per_set(report, names)
     r1 = json.loads((work / "r1forge/r1forge.json").read_text())["metrics"]
@@ -372,16 +408,14 @@ def seed_result(work: Path, names: list[str], recipe: Any) -> dict[str, Any]:
     cfg = recipe.grpo_reasoning
     draws = sum(row.get("dynamic/draws", 1.0) for row in curve if "reward" in row)
     result["r1forge_run"] = {"steps": r1["steps"], "curve": curve}
-    trl_meta = json.loads((work / "trl/trl.json").read_text())
-    result["trl_run"] = {
-        "seconds": trl_meta["seconds"],
-        "curve": trl_curve(work / "trl/metrics.jsonl"),
-    }
+    for arm in arms[2:]:
+        result[f"{arm}_run"] = trl_run(work, arm)
     stats = work / "selected/rl_prompts.stats.json"
     selection = json.loads(stats.read_text()) if stats.is_file() else None
+    per_step = cfg.prompts_per_step * cfg.group_size
     result["samples"] = {
-        "trl": trl_meta["samples_drawn"],
-        "r1forge": int(draws * cfg.prompts_per_step * cfg.group_size),
+        **{arm: result[f"{arm}_run"]["steps"] * per_step for arm in arms[2:]},
+        "r1forge": int(draws * per_step),
         "r1forge_selection": selection["prompts"] * recipe.select.k if selection else 0,
     }
     if selection:
@@ -391,7 +425,7 @@ def seed_result(work: Path, names: list[str], recipe: Any) -> dict[str, Any]:
             f"{arm}_{metric}": round(
                 100 * (result[arm][name][metric] - result["sft"][name][metric]), 2
             )
-            for arm in ("r1forge", "trl")
+            for arm in arms[1:]
             for metric in ("pass@1", "greedy_accuracy")
         }
         for name in names
@@ -420,20 +454,21 @@ def gpu_name() -> str:
 def print_table(report: dict[str, Any]) -> None:
     names = report["eval_sets"]
     for seed, result in report["seeds"].items():
+        arms = [arm for arm in (*ARMS, EQUAL_ARM) if arm in result]
         print(f"seed {seed}")
-        print(
-            f"  {'eval set':<16} {'SFT p@1/greedy':>16} {'r1forge':>16} {'TRL':>16}  gain r1forge / TRL (p@1)"
-        )
+        heads = "".join(f"{arm:>16}" for arm in arms)
+        print(f"  {'eval set':<16}{heads}  gain {' / '.join(arms[1:])} (p@1)")
         for name in names:
-            cells = [
-                f"{result[arm][name]['pass@1']:.3f}/{result[arm][name]['greedy_accuracy']:.3f}"
-                for arm in ARMS
-            ]
-            gain = result["gain_points"][name]
-            print(
-                f"  {name:<16} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16}  "
-                f"{gain['r1forge_pass@1']:+.1f} / {gain['trl_pass@1']:+.1f}"
+            cells = "".join(
+                f"{result[arm][name]['pass@1']:.3f}/{result[arm][name]['greedy_accuracy']:.3f}".rjust(
+                    16
+                )
+                for arm in arms
             )
+            gains = " / ".join(
+                f"{result['gain_points'][name][f'{arm}_pass@1']:+.1f}" for arm in arms[1:]
+            )
+            print(f"  {name:<16}{cells}  {gains}")
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -477,6 +512,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--set", action="append", default=[], help="recipe override (both sides)")
     parser.add_argument("--trl-set", action="append", default=[], help="TRL GRPOConfig KEY=VALUE")
+    parser.add_argument(
+        "--trl-equal-samples",
+        action="store_true",
+        help=f"also run TRL ({EQUAL_ARM}) for as many steps as give it at least the samples "
+        "r1forge may draw (refills and selection included)",
+    )
     parser.add_argument(
         "--merge",
         type=Path,
@@ -549,6 +590,11 @@ def main() -> None:
         "config": {
             "overrides": args.set,
             "trl_overrides": args.trl_set,
+            **(
+                {"trl_equal_samples_steps": equal_sample_steps(recipe)}
+                if args.trl_equal_samples
+                else {}
+            ),
             "grpo_reasoning": recipe.grpo_reasoning.model_dump(mode="json"),
             "select": recipe.select.model_dump(mode="json") if uses_selection(recipe) else None,
             "evaluate": recipe.evaluate.model_dump(mode="json"),

@@ -264,6 +264,7 @@ def test_rl_quality_smoke(tmp_path: Path) -> None:
             str(tmp_path / "work"),
             "--set",
             "grpo_reasoning.prompts=[../selected/rl_prompts.jsonl]",
+            "--trl-equal-samples",
             "--out",
             str(out),
         ],
@@ -277,13 +278,19 @@ def test_rl_quality_smoke(tmp_path: Path) -> None:
     assert {"config", "versions", "gpu"} <= set(report)
     assert report["versions"]["trl"] == "1.16.0"
     seed = report["seeds"]["0"]
-    for arm in ("sft", "r1forge", "trl"):
+    for arm in ("sft", "r1forge", "trl", "trl_equal"):
         assert set(seed[arm]) == {"arithmetic", "countdown"}
         for block in seed[arm].values():
             assert set(block) == {"pass@1", "greedy_accuracy", "format_rate"}
     assert seed["samples"]["trl"] == 4 * 4 * 4  # steps x prompts x samples, as r1forge's
     assert seed["samples"]["r1forge_selection"] == 16 * 2  # the select pass: 16 prompts x k=2
     assert seed["selection"]["kept"] == 16
+    # TRL at equal samples: 6 steps of 16 cover r1forge's 4 x 16 plus the 32 of selection
+    assert (
+        seed["samples"]["trl_equal"] == 6 * 16 == report["config"]["trl_equal_samples_steps"] * 16
+    )
+    assert seed["trl_equal_run"]["steps"] == 6
+    assert "trl_equal_pass@1" in seed["gain_points"]["arithmetic"]
     assert (
         "arithmetic" in report["config"]["trl_overrides"] or report["config"]["trl_overrides"] == []
     )
