@@ -163,7 +163,7 @@ def build_model(work: Path, recipe_path: Path, shape: dict[str, int]) -> Path:
     from r1forge.models import train_tokenizer
     from r1forge.stages import data
 
-    data.run(load_recipe(recipe_path), work / "data")
+    data.build_datasets(load_recipe(recipe_path), work / "data")
     texts = [
         m.content for r in read_jsonl(work / "data/cold_start.jsonl", "sft") for m in r.messages
     ]

@@ -20,6 +20,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components import stages as ops
 from r1forge.config import Recipe, Resources, load_recipe
+from r1forge.stages import Stage, pipeline_steps
 
 
 def configure(task: Any, res: Resources, recipe: Recipe, name: str) -> Any:
@@ -56,173 +57,122 @@ def configure(task: Any, res: Resources, recipe: Recipe, name: str) -> Any:
     return task
 
 
-def build(recipe_path: str | Path, overrides: list[str] | None = None) -> Any:
-    """The pipeline function for this recipe (sections and students fixed at compile time)."""
+# the component of each artifact shape, and the output it writes
+COMPONENTS = {
+    "dataset": (ops.dataset_op, "dataset"),
+    "model": (ops.model_op, "model"),
+    "results": (ops.evaluate_op, "results"),
+    "release": (ops.promote_op, "release"),
+}
+TITLES = {"results": "evaluation of", "release": "promotion of"}
+
+
+def resources_of(recipe: Recipe, step: Stage) -> Resources:
+    section = getattr(recipe, step.section, None) if step.section else None
+    return getattr(section, "resources", None) or Resources()
+
+
+def enabled(recipe: Recipe, step: Stage, built: dict[str, Any]) -> bool:
+    """A step runs when its recipe section exists (and, for a loop, has items) and every
+    stage it reads from runs."""
+    if step.section and getattr(recipe, step.section, None) is None:
+        return False
+    if step.fan_out and not getattr(getattr(recipe, step.section), step.fan_out):
+        return False
+    return all(name in built for name in (*step.inputs.values(), *step.reads))
+
+
+def build(
+    recipe_path: str | Path,
+    overrides: list[str] | None = None,
+    stages: tuple[Stage, ...] | None = None,
+) -> Any:
+    """The pipeline function for this recipe (sections and students fixed at compile time):
+    one task per step of `r1forge.stages.pipeline_steps`, in registry order."""
     recipe_path = Path(recipe_path)
     recipe = load_recipe(recipe_path, overrides)
     # one line of JSON (which YAML reads): KFP copies defaults into the package's header
     # comment, where a multi-line string would spill into the document itself
     text = json.dumps(yaml.safe_load(recipe_path.read_text(encoding="utf-8")))
     sets = list(overrides or [])
-    students = sorted(recipe.distill.students)
-    has_student_arm = recipe.base_student is not None
+    steps = pipeline_steps(stages)
 
     # where the registry (and a relative model store) lives: the model-cache volume when the
     # recipe mounts one, so that champions outlive runs; `run-local` passes its own folder
     registry_default = recipe.pipeline.model_cache_path if recipe.pipeline.model_cache_pvc else "."
 
+    def add_task(step: Stage, common: dict[str, Any], built: dict[str, Any], root: Any) -> Any:
+        arts = {name: built[producer][1] for name, producer in step.inputs.items()}
+        arts.update({name: built[name][1] for name in step.reads})
+        title = (
+            f"{TITLES[step.artifact]} {step.inputs['model']}"
+            if step.artifact in TITLES
+            else step.name
+        )
+        res = resources_of(recipe, step)
+        if step.fan_out:
+            items = sorted(getattr(getattr(recipe, step.section), step.fan_out))
+            with dsl.ParallelFor(items=items, name=step.fan_out) as item:
+                configure(
+                    ops.student_op(
+                        **common,
+                        title="student",
+                        student=item,
+                        data=arts["data"],
+                        distill_data=arts["distill_data"],
+                        teacher=arts["model"],
+                        student_base=arts["base_student"],
+                    ),
+                    res,
+                    recipe,
+                    step.name,
+                )
+            return None, None
+        component, output = COMPONENTS[step.artifact]
+        if step.gate:
+            gate_task = built[step.gate][0]
+            threshold = getattr(recipe, step.section).min_pass_at_1
+            with dsl.If(gate_task.outputs["Output"] >= threshold, name="promotion-gate"):
+                task = component(
+                    **common,
+                    title=title,
+                    checkpoint=step.inputs["model"],
+                    registry_root=root,
+                    data=arts["data"],
+                    model_in=arts["model"],
+                    results=arts["results"],
+                )
+                return configure(task, res, recipe, step.name), output
+        if step.artifact == "results":
+            task = component(**common, title=title, data=arts["data"], model_in=arts["model"])
+            return configure(task, res, recipe, step.name), output
+        extra = [name for name in arts if name not in ("data", "model")]
+        task = component(
+            **common,
+            title=title,
+            extra_input=extra[0] if extra else "",
+            **({"data": arts["data"]} if "data" in arts else {}),
+            **({"model_in": arts["model"]} if "model" in arts else {}),
+            **({"extra": arts[extra[0]]} if extra else {}),
+        )
+        return configure(task, res, recipe, step.name), output
+
     @dsl.pipeline(name=recipe.pipeline.name, description=f"r1forge: {recipe.description}")
     def r1(
         recipe_yaml: str = text, settings: list = sets, registry_root: str = registry_default
     ) -> None:
-        common = {"recipe": recipe_yaml, "overrides": settings}
-        data = configure(ops.data_op(**common), recipe.data.resources, recipe, "data")
-        base = configure(
-            ops.base_op(**common, section="base", data=data.outputs["data"]),
-            recipe.base.resources,
-            recipe,
-            "base",
-        )
-        evals = {}
-
-        def evaluate(name: str, model: Any) -> Any:
-            task = ops.evaluate_op(
-                **common, checkpoint=name, data=data.outputs["data"], model_in=model
-            )
-            evals[name] = configure(task, recipe.evaluate.resources, recipe, f"eval_{name}")
-            return evals[name]
-
-        cold = configure(
-            ops.sft_op(
-                **common,
-                section="sft_cold_start",
-                data=data.outputs["data"],
-                model_in=base.outputs["model"],
-            ),
-            recipe.sft_cold_start.resources,
-            recipe,
-            "sft_cold_start",
-        )
-        evaluate("sft_cold_start", cold.outputs["model"])
-        selected = configure(
-            ops.select_op(**common, data=data.outputs["data"], model_in=cold.outputs["model"]),
-            recipe.select.resources,
-            recipe,
-            "select",
-        )
-        reasoning = configure(
-            ops.grpo_selected_op(
-                **common,
-                section="grpo_reasoning",
-                data=data.outputs["data"],
-                selected=selected.outputs["selected"],
-                model_in=cold.outputs["model"],
-            ),
-            recipe.grpo_reasoning.resources,
-            recipe,
-            "grpo_reasoning",
-        )
-        evaluate("grpo_reasoning", reasoning.outputs["model"])
-        sampled = configure(
-            ops.sample_op(**common, data=data.outputs["data"], model_in=reasoning.outputs["model"]),
-            recipe.sample.resources,
-            recipe,
-            "sample",
-        )
-        merged = configure(
-            ops.sft_merged_op(
-                **common,
-                data=data.outputs["data"],
-                synthetic=sampled.outputs["synthetic"],
-                model_in=base.outputs["model"],
-            ),
-            recipe.sft_merged.resources,
-            recipe,
-            "sft_merged",
-        )
-        evaluate("sft_merged", merged.outputs["model"])
-        final = configure(
-            ops.grpo_op(
-                **common,
-                section="grpo_final",
-                data=data.outputs["data"],
-                model_in=merged.outputs["model"],
-            ),
-            recipe.grpo_final.resources,
-            recipe,
-            "grpo_final",
-        )
-        final_eval = evaluate("grpo_final", final.outputs["model"])
-        if students and has_student_arm:
-            student_base = configure(
-                ops.base_op(**common, section="base_student", data=data.outputs["data"]),
-                recipe.base_student.resources,
-                recipe,
-                "base_student",
-            )
-            teacher_data = configure(
-                ops.distill_data_op(
-                    **common, data=data.outputs["data"], teacher=final.outputs["model"]
-                ),
-                recipe.distill.resources,
-                recipe,
-                "distill",
-            )
-            with dsl.ParallelFor(items=students, name="students") as student:
-                configure(
-                    ops.student_op(
-                        **common,
-                        student=student,
-                        data=data.outputs["data"],
-                        distill_data=teacher_data.outputs["distill_data"],
-                        teacher=final.outputs["model"],
-                        student_base=student_base.outputs["model"],
-                    ),
-                    recipe.distill.resources,
-                    recipe,
-                    "distill_student",
-                )
-            if recipe.sft_student and recipe.grpo_student:
-                own_cold = configure(
-                    ops.sft_op(
-                        **common,
-                        section="sft_student",
-                        data=data.outputs["data"],
-                        model_in=student_base.outputs["model"],
-                    ),
-                    recipe.sft_student.resources,
-                    recipe,
-                    "sft_student",
-                )
-                own_rl = configure(
-                    ops.grpo_op(
-                        **common,
-                        section="grpo_student",
-                        data=data.outputs["data"],
-                        model_in=own_cold.outputs["model"],
-                    ),
-                    recipe.grpo_student.resources,
-                    recipe,
-                    "grpo_student",
-                )
-                evaluate("grpo_student", own_rl.outputs["model"])
-        with dsl.If(
-            final_eval.outputs["Output"] >= recipe.promote.min_pass_at_1,
-            name="promotion-gate",
-        ):
-            configure(
-                ops.promote_op(
-                    **common,
-                    checkpoint="grpo_final",
-                    registry_root=registry_root,
-                    data=data.outputs["data"],
-                    model_in=final.outputs["model"],
-                    results=final_eval.outputs["results"],
-                ),
-                recipe.promote.resources,
-                recipe,
-                "promote",
-            )
+        built: dict[str, Any] = {}  # stage name -> (task, its output artifact)
+        for step in steps:
+            if not enabled(recipe, step, built):
+                continue
+            common = {
+                "recipe": recipe_yaml,
+                "overrides": settings,
+                "kind": step.kind,
+                "section": step.section or "",
+            }
+            task, output = add_task(step, common, built, registry_root)
+            built[step.name] = (task, task.outputs[output] if output else None)
 
     return r1
 

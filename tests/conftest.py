@@ -57,7 +57,7 @@ def ci_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from r1forge.stages import data
 
     out = tmp_path_factory.mktemp("ci") / "data"
-    data.run(load_recipe(ROOT / "recipes/ci.yaml"), out)
+    data.build_datasets(load_recipe(ROOT / "recipes/ci.yaml"), out)
     return out
 
 
@@ -68,7 +68,7 @@ def ci_base(tmp_path_factory: pytest.TempPathFactory, ci_data: Path) -> Path:
     from r1forge.stages import base
 
     out = tmp_path_factory.mktemp("ci") / "base"
-    base.run(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, out)
+    base.build_base(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, out)
     return out
 
 

@@ -91,7 +91,7 @@ def test_base_stage_on_ci_recipe(ci_data: Path, tmp_path: Path) -> None:
 
     recipe = load_recipe(ROOT / "recipes/ci.yaml")
     out = tmp_path / "base"
-    summary = base.run(recipe, ci_data, out, tmp_path / "base.json")
+    summary = base.build_base(recipe, ci_data, out, tmp_path / "base.json")
     assert summary["steps"] == recipe.base.steps and summary["parameters"] > 0
     for name in (
         "config.json",
@@ -137,13 +137,13 @@ def test_base_is_deterministic_and_keeps_previous_on_failure(ci_data: Path, tmp_
     from r1forge.stages import base
 
     recipe = load_recipe(ROOT / "recipes/ci.yaml", ["base.steps=4"])
-    base.run(recipe, ci_data, tmp_path / "a")
-    base.run(recipe, ci_data, tmp_path / "b")
+    base.build_base(recipe, ci_data, tmp_path / "a")
+    base.build_base(recipe, ci_data, tmp_path / "b")
     assert sha256_file(tmp_path / "a/model.safetensors") == sha256_file(
         tmp_path / "b/model.safetensors"
     )
     before = sha256_file(tmp_path / "a/model.safetensors")
     with pytest.raises(DataError):
-        base.run(recipe, tmp_path / "no-data", tmp_path / "a")
+        base.build_base(recipe, tmp_path / "no-data", tmp_path / "a")
     assert sha256_file(tmp_path / "a/model.safetensors") == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -63,7 +63,7 @@ def test_evaluate_cli_writes_dvc_metrics_per_file(ci_data: Path, tmp_path: Path)
     from r1forge.stages import base
 
     model = tmp_path / "model"
-    base.run(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, model)
+    base.build_base(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, model)
     files = sorted((ci_data / "eval").glob("*.jsonl"))
     assert len(files) >= 2
     args = ["evaluate", "--recipe", str(ROOT / "recipes/ci.yaml"), "--model", str(model)]

@@ -225,7 +225,7 @@ def test_one_update_makes_the_rewarded_completion_more_likely(
     It runs in this process, so its process group and environment are undone afterwards:
     later tests start `r1forge` subprocesses that must not inherit RANK or MASTER_PORT.
     """
-    from r1forge.train.engine import _free_port
+    from r1forge.io import free_port
 
     for name, value in {
         "RANK": "0",
@@ -233,7 +233,7 @@ def test_one_update_makes_the_rewarded_completion_more_likely(
         "LOCAL_RANK": "0",
         "LOCAL_WORLD_SIZE": "1",
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
         "DS_ACCELERATOR": "cpu",
     }.items():
         monkeypatch.setenv(name, value)

@@ -201,19 +201,20 @@ def test_compiled_pipeline_carries_cluster_settings(tmp_path: Path) -> None:
     executors = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values()}
     assert images == {TRAIN_IMAGE} and TRAIN_IMAGE.endswith(":0.1.0")
-    # grpo_reasoning: the GRPO task that can read the `select` stage's prompts
-    grpo = executors["exec-grpo-selected-op"]["container"]["resources"]
+    # grpo_reasoning: the GRPO task that reads the `select` stage's prompts
+    grpo_task, grpo_exec = task_of(spec, "grpo_reasoning")
+    grpo = executors[grpo_exec]["container"]["resources"]
     assert grpo["accelerator"]["resourceCount"] == "8" and grpo["cpuRequest"] == 2
     assert "comp-for-loop-2" in spec["components"]  # ParallelFor over the students
     dag = spec["root"]["dag"]["tasks"]
     gate = next(t for t in dag.values() if "triggerPolicy" in t)
     assert "condition" in gate["triggerPolicy"]
     assert (
-        dag["grpo-selected-op"]["cachingOptions"] == {}
-        and dag["grpo-selected-op"]["retryPolicy"]["maxRetryCount"] == 2
+        dag[grpo_task]["cachingOptions"] == {}
+        and dag[grpo_task]["retryPolicy"]["maxRetryCount"] == 2
     )
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    grpo_k8s = k8s["exec-grpo-selected-op"]
+    grpo_k8s = k8s[grpo_exec]
     assert grpo_k8s["nodeSelector"]["labels"] == {"pool": "h200"}
     assert grpo_k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert grpo_k8s["activeDeadlineSeconds"] == "7200"
@@ -227,6 +228,16 @@ def test_committed_rbac_is_the_generated_one() -> None:
     assert committed == rbac_manifests("kubeflow")
     printed = run_cli("pipeline", "rbac", "--namespace", "kubeflow").stdout
     assert list(yaml.safe_load_all(printed)) == committed
+
+
+def task_of(spec: dict[str, Any], name: str) -> tuple[str, str]:
+    """(DAG task key, executor) of the top-level task displayed as `name`: the components
+    are shared by artifact shape, so a stage is found by its task's display name."""
+    for key, task in spec["root"]["dag"]["tasks"].items():
+        if task["taskInfo"]["name"] == name:
+            component = spec["components"][task["componentRef"]["name"]]
+            return key, component["executorLabel"]
+    raise KeyError(name)
 
 
 def task_names(spec: dict[str, Any]) -> set[str]:
@@ -257,7 +268,8 @@ def test_cluster_recipe_compiles_with_its_gpu_pool_settings(tmp_path: Path) -> N
     recipe = ROOT / "recipes/qwen2.5-math-1.5b-8xh200.yaml"
     run_cli("pipeline", "compile", "--recipe", str(recipe), "-o", str(out))
     spec, platform = list(yaml.safe_load_all(out.read_text()))[:2]
-    for executor in ("exec-sft-op", "exec-grpo-selected-op"):
+    for stage_name in ("sft_cold_start", "grpo_reasoning"):
+        executor = task_of(spec, stage_name)[1]
         res = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
         assert res["accelerator"]["resourceCount"] == "8"
         assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"

@@ -59,13 +59,14 @@ def test_kfp_local_run_ends_with_the_metrics_of_dvc_repro(ws: Path, tmp_path: Pa
     assert any((p / "manifests.yaml").is_file() for p in root.rglob("release"))
     students = {p.parent for p in root.rglob("r1forge.json") if "student-op" in str(p)}
     assert len(students) == 2  # one task per student of the ParallelFor
-    by_model = {}
-    for metrics in root.rglob("metrics.json"):
-        report = json.loads(metrics.read_text())
-        if "pass@1" in report and "evaluate-op" in str(metrics):
-            by_model[Path(report["model"]).parent.name] = report
-    # grpo_reasoning runs as grpo-selected-op, so grpo_final is the first plain grpo-op
-    kfp_final = next(r for task, r in by_model.items() if task == "grpo-op")
+    # the evaluation tasks share one component: each is known by its card's title
+    by_checkpoint = {}
+    for card in root.rglob("card"):
+        title = card.read_text().splitlines()[0]
+        if title.startswith("## evaluation of "):
+            report = json.loads((card.parent / "results/metrics.json").read_text())
+            by_checkpoint[title.removeprefix("## evaluation of ")] = report
+    kfp_final = by_checkpoint["grpo_final"]
     dvc_final = json.loads((ws / "eval/grpo_final/metrics.json").read_text())
     for key in ("pass@1", "cons@k", "greedy_accuracy", "format_rate", "mean_length"):
         assert kfp_final[key] == dvc_final[key], key

@@ -424,7 +424,7 @@ def test_cluster_mode_runs_helm_upgrade_install_and_fails_cleanly(
     found = stage.load_candidates(["grpo_final"], tmp_path / "models", tmp_path / "eval")
     log = fake_helm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    summary = stage.run(recipe, found, tmp_path / "registry", tmp_path / "deploy")
+    summary = stage.promote_candidates(recipe, found, tmp_path / "registry", tmp_path / "deploy")
     assert summary["promoted"] and "upgraded release r1forge" in summary["release"]["action"]
     calls = log.read_text().splitlines()
     assert calls[0].startswith("template r1forge ") and "--namespace serving" in calls[0]
@@ -438,7 +438,7 @@ def test_cluster_mode_runs_helm_upgrade_install_and_fails_cleanly(
     candidate(tmp_path, "grpo_reasoning", 0.9, b"v2")
     better = stage.load_candidates(["grpo_reasoning"], tmp_path / "models", tmp_path / "eval")
     with pytest.raises(R1ForgeError, match="helm upgrade failed: Error: cluster unreachable"):
-        stage.run(recipe, better, tmp_path / "registry", tmp_path / "deploy")
+        stage.promote_candidates(recipe, better, tmp_path / "registry", tmp_path / "deploy")
     assert (tmp_path / "registry/models.json").read_text() == registry_before
     assert (tmp_path / "deploy/values.yaml").read_text() == values_before
 
@@ -454,17 +454,19 @@ def test_champion_measured_on_other_sets_is_fetched_and_evaluated_again(
 
     recipe = load_recipe(ROOT / "recipes/ci.yaml")
     model = tmp_path / "models/grpo_final"
-    base.run(recipe, ci_data, model)
+    base.build_base(recipe, ci_data, model)
     (model / "r1forge.json").write_text(json.dumps({"lineage": {"stage": "base"}}))
     files = evaluate.eval_files(recipe.evaluate, ci_data)
-    report = evaluate.run(recipe, model, files, tmp_path / "eval/grpo_final")
+    report = evaluate.evaluate_model(recipe, model, files, tmp_path / "eval/grpo_final")
     stale = {**report, "pass@1": 0.0, "eval_sets": {"arithmetic": "0" * 64}}
     old = stage.Candidate("grpo_final", model, stale)
     registry = tmp_path / "registry"
-    assert stage.run(recipe, [old], registry, tmp_path / "deploy", data=ci_data)["promoted"]
+    assert stage.promote_candidates(recipe, [old], registry, tmp_path / "deploy", data=ci_data)[
+        "promoted"
+    ]
     # the same model, measured on today's sets: the champion is re-measured, not trusted
     new = stage.Candidate("grpo_final", model, report)
-    summary = stage.run(recipe, [new], registry, tmp_path / "deploy", data=ci_data)
+    summary = stage.promote_candidates(recipe, [new], registry, tmp_path / "deploy", data=ci_data)
     assert summary["champion_pass@1"] == report["pass@1"]  # same model, same seeds
     assert summary["promoted"]  # the ci recipe's margin is 0: a tie passes
 

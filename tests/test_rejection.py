@@ -71,7 +71,7 @@ def test_sample_cli_writes_a_valid_sft_dataset(ci_data: Path, tmp_path: Path) ->
     from r1forge.stages import base
 
     model = tmp_path / "model"
-    base.run(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, model)
+    base.build_base(load_recipe(ROOT / "recipes/ci.yaml"), ci_data, model)
     out = tmp_path / "syn" / "reasoning.jsonl"
     proc = run_cli(
         "sample",

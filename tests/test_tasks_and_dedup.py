@@ -116,7 +116,7 @@ def test_held_out_eval_sets_cover_what_training_does_not(tmp_path: Path) -> None
             " countdown: {task: countdown, difficulties: [2]}}",
         ],
     )
-    report = data.run(recipe, tmp_path / "data")
+    report = data.build_datasets(recipe, tmp_path / "data")
     assert report["eval/arithmetic_d5"] == 6 and report["eval/countdown"] == 16
     hard = read_jsonl(tmp_path / "data/eval/arithmetic_d5.jsonl", "prompt")
     assert {r.difficulty for r in hard} == {5} and hard[

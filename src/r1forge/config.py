@@ -1,6 +1,6 @@
 """Typed recipe configuration: YAML recipes parsed into pydantic models, with `--set` overrides.
 
-A recipe has one section per stage (named as in DESIGN.md); every field has a default that
+A recipe has one section per stage (named as in `r1forge.stages.STAGES`); every field has a default that
 works on the tiny CPU recipe. Errors name the recipe file, the line and the dotted field.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -41,6 +41,24 @@ def _list_to_tuple(value: Any) -> Any:
 
 
 Pair = Annotated[tuple[float, float], BeforeValidator(_list_to_tuple)]
+
+
+# the rejection filters (`r1forge.rejection`), in the order they are tried
+RejectionReason = Literal[
+    "incorrect",
+    "malformed",
+    "mixed_language",
+    "overlong",
+    "degenerate",
+    "code_in_think",
+    "long_paragraph",
+]
+# DeepSeek-R1's evaluation sampling: the evaluate stage's defaults and GRPO's held-out pass
+EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95
+# compute precision: auto picks bf16 on a GPU, fp32 on CPU
+Precision = Literal["auto", "fp32", "bf16"]
+# the built-in rollout engines (`r1forge.rollout`; plugins may register more)
+RolloutEngineName = Literal["transformers", "static", "vllm"]
 
 
 class Resources(Strict):
@@ -250,7 +268,24 @@ class LoraSpec(Strict):
     )
 
 
-class SFTConfig(Strict):
+class TrainingStage(Strict):
+    """What every DeepSpeed training stage (SFT, GRPO) sets the same way: ZeRO, precision,
+    CPU threads, tracking and the pod's resources."""
+
+    zero_stage: int = Field(0, ge=0, le=3)
+    zero3_persistence_threshold: int = Field(
+        100_000,
+        ge=0,
+        description="ZeRO-3: parameters with fewer elements stay whole on every rank "
+        "(fewer tiny all-gathers); 0 shards every one",
+    )
+    precision: Precision = "auto"
+    threads: int | None = Field(None, ge=1)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class SFTConfig(TrainingStage):
     """Stages `sft_cold_start` and `sft_merged`: supervised fine-tuning on DeepSpeed."""
 
     init_from: Literal["base", "previous"] = "base"
@@ -280,15 +315,7 @@ class SFTConfig(Strict):
     save_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
-    zero_stage: int = Field(0, ge=0, le=3)
-    zero3_persistence_threshold: int = Field(
-        100_000,
-        ge=0,
-        description="ZeRO-3: parameters with fewer elements stay whole on every rank "
-        "(fewer tiny all-gathers); 0 shards every one",
-    )
     offload_optimizer: bool = False
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
     master_weights: bool = Field(
         True,
         description="bf16: keep fp32 master weights (DeepSpeed's bf16 mode); false updates the bf16 "
@@ -303,9 +330,6 @@ class SFTConfig(Strict):
         False, description="torch.compile each decoder layer (GPU; fixed shapes with packing)"
     )
     lora: LoraSpec | None = None
-    threads: int | None = Field(None, ge=1)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
     def _master_weights_need_stage0(self) -> SFTConfig:
@@ -367,7 +391,7 @@ class EntropyControl(Strict):
     coef_max: float = Field(0.005, ge=0)
 
 
-class GRPOConfig(Strict):
+class GRPOConfig(TrainingStage):
     """Stages `grpo_reasoning` and `grpo_final`: GRPO with rule rewards on a DeepSpeed engine."""
 
     prompts: list[str] = Field(default_factory=lambda: ["rl_prompts.jsonl"], min_length=1)
@@ -406,7 +430,7 @@ class GRPOConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     betas: Pair = (0.9, 0.99)
     max_grad_norm: float = Field(1.0, gt=0)
-    rollout_engine: Literal["transformers", "static", "vllm"] = Field(
+    rollout_engine: RolloutEngineName = Field(
         "transformers",
         description="transformers: HF generate; static: r1forge's static-KV-cache engine "
         "(CUDA-graph decode on GPUs); vllm: vLLM's offline engine, weights synced in memory",
@@ -417,19 +441,8 @@ class GRPOConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(1, ge=1)
     sample_table_every: int = Field(10, ge=1)
-    zero_stage: int = Field(0, ge=0, le=3)
-    zero3_persistence_threshold: int = Field(
-        100_000,
-        ge=0,
-        description="ZeRO-3: parameters with fewer elements stay whole on every rank "
-        "(fewer tiny all-gathers); 0 shards every one",
-    )
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     collapse: CollapseGuard = Field(default_factory=CollapseGuard)
-    threads: int | None = Field(None, ge=1)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    resources: Resources = Field(default_factory=Resources)
 
     @field_validator("rewards", "task_rewards")
     @classmethod
@@ -451,8 +464,8 @@ class SamplingStage(Strict):
 
     limit: int | None = Field(None, ge=1, description="first N prompts of each file")
     seed: int = 0
-    rollout_engine: Literal["transformers", "static", "vllm"] = "transformers"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    rollout_engine: RolloutEngineName = "transformers"
+    precision: Precision = "auto"
     threads: int | None = Field(None, ge=1)
     resources: Resources = Field(default_factory=Resources)
 
@@ -466,8 +479,8 @@ class EvalConfig(SamplingStage):
         "empty: every eval/*.jsonl",
     )
     k: int = Field(4, ge=1, description="samples per prompt for pass@1 and cons@k")
-    temperature: float = Field(0.6, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(EVAL_TEMPERATURE, gt=0)
+    top_p: float = Field(EVAL_TOP_P, gt=0, le=1)
     max_new_tokens: int = Field(96, ge=1)
 
 
@@ -513,26 +526,8 @@ class SampleConfig(SamplingStage):
     near_dup_threshold: float = Field(0.9, gt=0, le=1)
     max_paragraph_chars: int = Field(1200, ge=1)
     allow_code_in_think: bool = False
-    checks: list[
-        Literal[
-            "incorrect",
-            "malformed",
-            "mixed_language",
-            "overlong",
-            "degenerate",
-            "code_in_think",
-            "long_paragraph",
-        ]
-    ] = Field(
-        default_factory=lambda: [
-            "incorrect",
-            "malformed",
-            "mixed_language",
-            "overlong",
-            "degenerate",
-            "code_in_think",
-            "long_paragraph",
-        ],
+    checks: list[RejectionReason] = Field(
+        default_factory=lambda: list(get_args(RejectionReason)),
         description="the filters applied (all by default; general prompts have no verifier, "
         "so a general-data set drops `incorrect`)",
     )
@@ -632,7 +627,7 @@ class PromoteConfig(Strict):
 
 
 class Recipe(Strict):
-    """A whole R1 run: one section per stage of DESIGN.md."""
+    """A whole R1 run: one section per stage of `r1forge.stages.STAGES`."""
 
     name: str = "tiny"
     description: str = ""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
+from r1forge.config import RejectionReason
 from r1forge.data.dedup import exact_duplicates, near_duplicates
 from r1forge.rewards.parsing import split_think
 
@@ -36,15 +38,7 @@ def degenerate(text: str, ngram: int = 4, min_unique: float = 0.3) -> bool:
     return len(set(grams)) / len(grams) < min_unique
 
 
-REASONS = (
-    "incorrect",
-    "malformed",
-    "mixed_language",
-    "overlong",
-    "degenerate",
-    "code_in_think",
-    "long_paragraph",
-)
+REASONS: tuple[str, ...] = get_args(RejectionReason)
 
 
 def rejection_reasons(

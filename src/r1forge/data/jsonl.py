@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +123,19 @@ def json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | Probl
         yield number, obj
 
 
-def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list[Any]:
+def read_jsonl(
+    path: str | Path,
+    kind: str,
+    *,
+    all_errors: bool = False,
+    verifiers: Collection[str] | None = None,
+) -> list[Any]:
     """Read and validate every line of a JSONL file as records of `kind` ('sft', 'prompt', 'sample').
 
     Raises DataError naming file:line:field at the first bad line, or with `all_errors`
     after collecting every bad line. Blank lines are allowed; duplicate ids are not.
+    `verifiers`: the registered verifier names a prompt's `verifier` must be one of
+    (`r1forge.rewards.VERIFIERS`; unchecked when None).
     """
     model = record_type(kind)
     shown = str(path)
@@ -146,7 +154,7 @@ def read_jsonl(path: str | Path, kind: str, *, all_errors: bool = False) -> list
             fail([obj])
             continue
         try:
-            record = model.model_validate(obj)
+            record = model.model_validate(obj, context={"verifiers": verifiers})
         except ValidationError as exc:
             fail(_problems_from_validation(shown, number, exc))
             continue

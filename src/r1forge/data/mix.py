@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -46,10 +46,3 @@ def mix_datasets(
         counts[name] = len(chosen)
     rng.shuffle(merged)
     return merged, counts
-
-
-def describe(counts: dict[str, int]) -> dict[str, Any]:
-    total = sum(counts.values())
-    return {
-        name: {"examples": n, "share": n / total if total else 0.0} for name, n in counts.items()
-    }

@@ -7,11 +7,20 @@ fields are an error so that a typo in an imported file never passes silently.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from r1forge.data.languages import LANGUAGE_SCRIPTS
 from r1forge.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -113,20 +122,19 @@ class PromptRecord(Record):
 
     @field_validator("verifier")
     @classmethod
-    def _known_verifier(cls, verifier: str | None) -> str | None:
-        from r1forge.rewards.registry import VERIFIERS
-
-        if verifier is not None and verifier not in VERIFIERS:
+    def _known_verifier(cls, verifier: str | None, info: ValidationInfo) -> str | None:
+        """Checked against the names the reader passes (`read_jsonl(verifiers=...)`): the
+        verifiers are registered by `r1forge.rewards`, a layer above the data."""
+        known = (info.context or {}).get("verifiers")
+        if verifier is not None and known is not None and verifier not in known:
             raise ValueError(
-                f"unknown verifier {verifier!r}; registered: {', '.join(sorted(VERIFIERS))}"
+                f"unknown verifier {verifier!r}; registered: {', '.join(sorted(known))}"
             )
         return verifier
 
     @field_validator("language")
     @classmethod
     def _known_language(cls, language: str) -> str:
-        from r1forge.rewards.language import LANGUAGE_SCRIPTS
-
         if language not in LANGUAGE_SCRIPTS:
             raise ValueError(
                 f"unknown language code {language!r}; supported: {', '.join(sorted(LANGUAGE_SCRIPTS))}"
@@ -196,3 +204,12 @@ def record_type(kind: str) -> type[Record]:
         raise ConfigError(
             f"unknown record kind {kind!r}; known: {', '.join(RECORD_TYPES)}"
         ) from None
+
+
+@dataclass
+class PromptItem:
+    """A prompt as the rollout engines take it: its chat-templated token ids, and the
+    example dict (answer, task, verifier, meta) the rewards score its completions against."""
+
+    ids: list[int]
+    example: dict[str, Any]

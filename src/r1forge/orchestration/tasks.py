@@ -68,84 +68,57 @@ def record_lineage(artifact: Any, source: str | None = None) -> None:
 
 
 def run_stage(
-    kind: str, section: str, recipe_text: str, overrides: list[str], **paths: str
+    kind: str, section: str | None, recipe_text: str, overrides: list[str], **paths: str
 ) -> dict[str, Any]:
-    """Run stage `kind` (recipe section `section`) on the task's paths; returns its summary.
+    """Run the stage of `kind` that runs recipe section `section` on the task's paths (its
+    named inputs, `output`, and the task's options: `student`, `checkpoint`,
+    `registry_root`); returns its summary.
 
-    A training stage whose resources ask for several nodes is submitted as a TrainJob (or
-    PyTorchJob) instead, and this task waits for it.
+    A distributed training stage whose resources ask for several nodes is submitted as a
+    TrainJob (or PyTorchJob) instead, and this task waits for it.
     """
     from r1forge.plugins import load_plugins
+    from r1forge.stages import find
 
     load_plugins()
     recipe = recipe_of(recipe_text, overrides)
-    config = getattr(recipe, section, None)
-    resources = getattr(config, "resources", None)
-    if kind in ("sft", "grpo") and resources is not None and resources.nodes > 1:
-        return _run_as_job(recipe, kind, section, recipe_text, overrides, paths)
-    p = {name: Path(value) for name, value in paths.items()}
-    if kind == "data":
-        from r1forge.stages import data
-
-        return data.run(recipe, p["output"])
-    if kind == "base":
-        from r1forge.stages import base
-
-        return base.run(recipe, p["data"], p["output"], section=section)
-    if kind in ("sft", "grpo"):
-        from importlib import import_module
-
-        module = import_module(f"r1forge.stages.{kind}")
-        data_dir = p["data"]
-        siblings = {name: p[name] for name in ("synthetic", "selected") if name in p}
-        if siblings:  # sft_merged names ../synthetic/…, grpo ../selected/…: lay them out so
-            data_dir = _workspace(p["data"], siblings) / "data"
-        return module.run(recipe, section, data_dir, p["model"], p["output"])
-    if kind == "distill_data":
-        from r1forge.stages import distill
-
-        return distill.teacher_dataset(recipe, p["data"], p["model"], p["output"])
-    if kind == "student":
-        from r1forge.stages import distill
-
-        name = paths["student"]
-        students = dict(recipe.distill.students)
-        students[name] = students[name].model_copy(update={"model": str(p["student_base"])})
-        recipe = recipe.model_copy(
-            update={"distill": recipe.distill.model_copy(update={"students": students})}
-        )
-        return distill.train_student(
-            recipe, name, p["distill_data"], p["data"], p["teacher"], p["output"]
-        )
-    if kind == "select":
-        from r1forge.stages import select
-
-        p["output"].mkdir(parents=True, exist_ok=True)
-        return select.run(recipe, p["model"], p["data"], p["output"] / "rl_prompts.jsonl")
-    if kind == "sample":
-        from r1forge.stages import sample
-
-        p["output"].mkdir(parents=True, exist_ok=True)
-        return sample.run(recipe, p["model"], p["data"], p["output"] / "reasoning.jsonl")
-    if kind == "evaluate":
-        from r1forge.stages import evaluate
-
-        files = evaluate.eval_files(recipe.evaluate, p["data"])
-        return evaluate.run(recipe, p["model"], files, p["output"])
-    if kind == "promote":
-        return _promote(recipe, paths["checkpoint"], Path(paths["registry_root"]), p)
-    raise ValueError(f"no pipeline task for stage kind {kind!r}")
+    entry = find(kind, section)
+    resources = getattr(getattr(recipe, section or "", None), "resources", None)
+    if entry.distributed and resources is not None and resources.nodes > 1:
+        return _run_as_job(recipe, kind, section or kind, recipe_text, overrides, paths)
+    return entry.runner()(task_context(entry, recipe, paths))
 
 
-def _promote(recipe: Any, checkpoint: str, root: Path, p: dict[str, Path]) -> dict[str, Any]:
-    """The promote stage on the task's artifacts; a relative registry lives under `root`
-    (the model-cache volume on a cluster), so the registry outlives the run."""
-    from r1forge.stages import promote
+TASK_OPTIONS = ("student", "checkpoint", "registry_root")
 
-    cfg = recipe.promote
-    metrics = json.loads((p["results"] / "metrics.json").read_text(encoding="utf-8"))
-    candidate = promote.Candidate(checkpoint, p["model"], metrics)
-    return promote.run(recipe, [candidate], root / cfg.registry, p["output"], data=p["data"])
+
+def task_inputs(data: Any, model: Any, extra: Any, extra_input: str) -> dict[str, str]:
+    """A generic component's artifacts given, by input name (`extra` is the stage
+    `extra_input` names, e.g. `select` for grpo_reasoning)."""
+    given = {"data": data, "model": model, extra_input: extra}
+    return {name: artifact.path for name, artifact in given.items() if artifact is not None}
+
+
+def task_context(entry: Any, recipe: Recipe, paths: dict[str, str]) -> Any:
+    """The StageContext of a pipeline task: its artifact folders as the stage's inputs (a
+    read dataset laid out beside `data`, as under DVC), and its output (a file of a stage
+    that writes one goes inside the artifact's folder)."""
+    from r1forge.stages import StageContext, output_of, read_path
+
+    options = {k: paths[k] for k in TASK_OPTIONS if k in paths}
+    inputs = {k: Path(v) for k, v in paths.items() if k not in (*TASK_OPTIONS, "output")}
+    siblings = {
+        read_path(name): inputs.pop(name)
+        for name in entry.reads
+        if name in inputs and read_path(name) != output_of(name)
+    }
+    if siblings:  # sft_merged names ../synthetic/…, grpo ../selected/…: lay them out so
+        inputs["data"] = _workspace(inputs["data"], siblings) / "data"
+    output = Path(paths["output"])
+    if Path(entry.output).suffix:
+        output.mkdir(parents=True, exist_ok=True)
+        output = output / Path(entry.output).name
+    return StageContext(recipe, entry.section, inputs, output, options=options)
 
 
 def _workspace(data: Path, siblings: dict[str, Path]) -> Path:

@@ -1,15 +1,19 @@
 """Rollout engines: generate G completions per prompt, with token ids and log-probs.
 
-One small interface, a registry keyed by name (`transformers`, `vllm`), so trainers and
+One small interface, a registry keyed by name (the built-in `transformers`, `static` and
+`vllm`, as `config.RolloutEngineName` lists them; plugins may register more), so trainers and
 evaluation never care which engine samples. Engines take prompts as token ids, so what the
 policy is trained on is exactly what was sampled.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
+
+from r1forge.config import RolloutEngineName
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def sampling_module(policy: Any, replica: Any = None) -> Any:
     (its weights then exist only inside forward hooks, gathered layer by layer on every rank
     in lockstep), a dense replica on this rank's device refreshed from the gathered weights.
     Collective under ZeRO-3: every rank calls it, after each update."""
-    from r1forge.train.engine import copy_gathered, dense_replica, is_partitioned
+    from r1forge.zero import copy_gathered, dense_replica, is_partitioned
 
     if not is_partitioned(policy):
         return policy
@@ -101,14 +105,11 @@ def register_engine(
 
 
 def make_engine(name: str, **kwargs: Any) -> RolloutEngine:
-    if name == "transformers":
-        from r1forge.rollout import hf  # noqa: F401  (registers it)
-    elif name == "static":
-        from r1forge.rollout import static  # noqa: F401
-    elif name == "vllm":
-        from r1forge.rollout import vllm  # noqa: F401
+    """The engine registered as `name`; a built-in one's module is imported (and so
+    registered) on first use, so its heavy imports stay out of runs that never use it."""
+    builtin = get_args(RolloutEngineName)
+    if name not in ENGINES and name in builtin:
+        importlib.import_module(f"r1forge.rollout.{'hf' if name == 'transformers' else name}")
     if name not in ENGINES:
-        raise KeyError(
-            f"unknown rollout engine {name!r}; known: {sorted({*ENGINES, 'transformers', 'static', 'vllm'})}"
-        )
+        raise KeyError(f"unknown rollout engine {name!r}; known: {sorted({*ENGINES, *builtin})}")
     return ENGINES[name](**kwargs)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from r1forge.errors import ConfigError
+from r1forge.io import free_port
 from r1forge.rollout import Completion, Sampling, register_engine
 
 log = logging.getLogger("r1forge.rollout")
@@ -34,11 +35,7 @@ def _prepare_environment() -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" not in os.environ:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+        os.environ["MASTER_PORT"] = str(free_port())
 
 
 @register_engine("vllm")

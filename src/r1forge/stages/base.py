@@ -20,6 +20,8 @@ from r1forge.data.jsonl import read_jsonl, read_manifest
 from r1forge.errors import ConfigError
 from r1forge.io import atomic_dir, code_revision, write_json_atomic
 from r1forge.progress import progress_bar
+from r1forge.stages import StageContext
+from r1forge.stages.common import read_prompts
 from r1forge.stages.data import draw_problems, eval_path
 from r1forge.tracking import MetricsLog, plot_curves
 
@@ -41,7 +43,7 @@ def pretraining_corpus(recipe: Recipe, data_dir: Path) -> tuple[list[str], int]:
     held_out = {
         record.prompt[-1].content if not isinstance(record.prompt, str) else record.prompt
         for name in [*cfg.tasks, *cfg.held_out]
-        for record in read_jsonl(eval_path(data_dir, name), "prompt")
+        for record in read_prompts(eval_path(data_dir, name))
     }
     rng = random.Random(f"{recipe.base.seed}/pretrain")
     problems = draw_problems(cfg, rng, recipe.base.corpus_size)
@@ -151,7 +153,7 @@ def _train_tiny(recipe: Recipe, data_dir: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def run(
+def build_base(
     recipe: Recipe, data: Path, output: Path, metrics: Path | None = None, section: str = "base"
 ) -> dict[str, Any]:
     """Build or fetch the base model into `output` (atomically), with lineage and metrics.
@@ -182,3 +184,14 @@ def run(
     if metrics is not None:
         write_json_atomic(metrics, {section: summary})
     return summary
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return build_base(
+        ctx.recipe, ctx.inputs["data"], ctx.output, ctx.metrics, ctx.section or "base"
+    )
+
+
+def describe(summary: dict[str, Any], ctx: StageContext) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict))
+    return f"{ctx.section} model in {ctx.output}: {shown}"

@@ -83,8 +83,8 @@ def publish_model(
     """Write the final model folder on rank 0: weights (LoRA merged), tokenizer, lineage,
     metrics, curves, resolved config and the W&B run; then the DVC metrics file."""
     from r1forge.models import read_metadata, write_metadata
-    from r1forge.train.engine import dense_replica, is_partitioned
     from r1forge.train.guards import require_finite_weights
+    from r1forge.zero import dense_replica, is_partitioned
 
     require_finite_weights(state, str(output))
     if is_partitioned(model):  # ZeRO-3 left the trained module's weights as empty shards
@@ -135,11 +135,18 @@ def dataset_path(data: Path, name: str) -> Path:
     return Path(os.path.normpath(data / name))
 
 
+def read_prompts(path: Path) -> list[Any]:
+    """A prompt dataset's records, each verifier checked against the registered ones."""
+    from r1forge.rewards import VERIFIERS
+
+    return read_jsonl(path, "prompt", verifiers=VERIFIERS)
+
+
 def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[Any]:
     """Prompt records as (chat-templated token ids, example dict) items."""
-    from r1forge.train.rl import PromptItem
+    from r1forge.data.schema import PromptItem
 
-    records = read_jsonl(path, "prompt")[:limit]
+    records = read_prompts(path)[:limit]
     return [
         PromptItem(
             ids=list(

@@ -19,7 +19,9 @@ from r1forge.data.general import general_pair
 from r1forge.data.jsonl import write_jsonl
 from r1forge.data.schema import PromptRecord, SFTRecord
 from r1forge.data.tasks import Problem, generate
+from r1forge.errors import ConfigError
 from r1forge.io import atomic_dir, write_json_atomic
+from r1forge.stages import StageContext
 
 log = logging.getLogger("r1forge.data")
 OVERSAMPLE = 3
@@ -124,7 +126,7 @@ def prompt_record(
     )
 
 
-def run(recipe: Recipe, output: Path, metrics: Path | None = None) -> dict[str, Any]:
+def build_datasets(recipe: Recipe, output: Path, metrics: Path | None = None) -> dict[str, Any]:
     """Build every dataset of the recipe into `output` (swapped in atomically when all succeed)."""
     from r1forge.data.importer import import_file
 
@@ -223,3 +225,24 @@ def run(recipe: Recipe, output: Path, metrics: Path | None = None) -> dict[str, 
     if metrics is not None:
         write_json_atomic(metrics, {"data": summary})
     return summary
+
+
+def check_output(output: Path) -> None:
+    """The data stage replaces its output folder whole: refuse a file, and a folder holding
+    anything but a previous data stage's output (its report.json), which would be deleted."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output}: is a file; the data stage writes a folder")
+    if output.is_dir() and any(output.iterdir()) and not (output / "report.json").is_file():
+        raise ConfigError(
+            f"--output {output}: a folder that `r1forge data` did not write (no report.json); "
+            "it would be replaced whole: name a new or empty folder"
+        )
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    check_output(ctx.output)
+    return build_datasets(ctx.recipe, ctx.output, ctx.metrics)
+
+
+def describe(summary: dict[str, Any], ctx: StageContext) -> str:
+    return f"datasets in {ctx.output}: " + ", ".join(f"{k}={v}" for k, v in summary.items())

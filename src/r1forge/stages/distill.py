@@ -6,7 +6,7 @@ configuration, a smaller pre-trained base, is then fine-tuned on them (R1 distil
 SFT alone), optionally mixing in logit distillation (forward or reverse KL at a
 temperature) when teacher and student share a tokenizer, and evaluated on the recipe's eval
 sets. Several students train in one run (`run`), or one per task in a pipeline
-(`teacher_dataset` once, then `train_student` for each). Output: `<output>/data/distill.jsonl`
+(`run_teacher_data` once, then `run_student` for each). Output: `<output>/data/distill.jsonl`
 (+ manifest and stats) and one model folder per student, `<output>/<student>/`.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from r1forge.config import Recipe
 from r1forge.errors import ConfigError
 from r1forge.io import atomic_dir, write_json_atomic
-from r1forge.stages import evaluate, sample, sft
+from r1forge.stages import StageContext, evaluate, sample, sft
 from r1forge.stages.common import require_model_folder
 
 log = logging.getLogger("r1forge.distill")
@@ -48,7 +48,7 @@ def train_student(
     log.info("student %s: SFT from %s", name, student.model)
     section = student.sft.model_copy(update={"datasets": [DATASET], "mix": {}})
     staged = recipe.model_copy(update={"sft_cold_start": section})
-    summary = sft.run(
+    summary = sft.fine_tune(
         staged,
         "sft_cold_start",
         dataset,
@@ -57,7 +57,7 @@ def train_student(
         teacher=teacher if student.kd else None,
         kd=student.kd,
     )
-    report = evaluate.run(
+    report = evaluate.evaluate_model(
         recipe, output, evaluate.eval_files(recipe.evaluate, data), output / "eval"
     )
     summary["eval"] = {
@@ -68,7 +68,7 @@ def train_student(
     return summary
 
 
-def run(
+def distill_students(
     recipe: Recipe, data: Path, teacher: Path, output: Path, metrics: Path | None = None
 ) -> dict[str, Any]:
     """Sample the teacher's verified answers, then fine-tune and evaluate every student."""
@@ -90,3 +90,39 @@ def run(
     if metrics is not None:
         write_json_atomic(metrics, {"distill": summary})
     return summary
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return distill_students(
+        ctx.recipe, ctx.inputs["data"], ctx.inputs["model"], ctx.output, ctx.metrics
+    )
+
+
+def run_teacher_data(ctx: StageContext) -> dict[str, Any]:
+    """A pipeline's first half: the teacher's verified answers into the output folder."""
+    return teacher_dataset(ctx.recipe, ctx.inputs["data"], ctx.inputs["model"], ctx.output)
+
+
+def run_student(ctx: StageContext) -> dict[str, Any]:
+    """A pipeline's second half, one task per student (`ctx.options["student"]`), its base
+    the `base_student` input when the task is given one."""
+    recipe, name = ctx.recipe, ctx.options["student"]
+    students = dict(recipe.distill.students)
+    if "base_student" in ctx.inputs and name in students:
+        base = str(ctx.inputs["base_student"])
+        students[name] = students[name].model_copy(update={"model": base})
+        distill = recipe.distill.model_copy(update={"students": students})
+        recipe = recipe.model_copy(update={"distill": distill})
+    return train_student(
+        recipe,
+        name,
+        ctx.inputs["distill_data"],
+        ctx.inputs["data"],
+        ctx.inputs["model"],
+        ctx.output,
+    )
+
+
+def describe(summary: dict[str, Any], ctx: StageContext) -> str:
+    kept = summary["teacher_samples"]["examples_kept"]
+    return f"{ctx.output}: {kept} teacher examples; students: {', '.join(summary['students'])}"

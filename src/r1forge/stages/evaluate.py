@@ -18,6 +18,7 @@ from r1forge.config import EvalConfig, Recipe, save_resolved
 from r1forge.errors import DataError
 from r1forge.evaluation import report_block
 from r1forge.io import atomic_dir, sha256_file, write_json_atomic
+from r1forge.stages import StageContext
 from r1forge.stages.common import load_for_sampling, load_prompts, require_model_folder
 
 log = logging.getLogger("r1forge.evaluate")
@@ -81,7 +82,7 @@ def evaluate_file(path: Path, tokenizer: Any, engine: Any, cfg: EvalConfig) -> l
     return rows
 
 
-def run(
+def evaluate_model(
     recipe: Recipe,
     model: Path,
     data_files: list[Path],
@@ -133,3 +134,18 @@ def run(
         report["n_prompts"],
     )
     return report
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    files = ctx.options.get("files") or eval_files(ctx.recipe.evaluate, ctx.inputs["data"])
+    return evaluate_model(ctx.recipe, ctx.inputs["model"], files, ctx.output, ctx.metrics)
+
+
+def describe(report: dict[str, Any], ctx: StageContext) -> str:
+    return (
+        f"{ctx.inputs['model']}: pass@1={report['pass@1']:.3f} "
+        f"cons@{report['k']}={report['cons@k']:.3f} greedy={report['greedy_accuracy']:.3f} "
+        f"format={report['format_rate']:.3f} language={report['language_rate']:.3f} "
+        f"mean_length={report['mean_length']:.1f} ({report['n_prompts']} prompts) "
+        f"-> {ctx.output / 'metrics.json'}"
+    )

@@ -15,6 +15,7 @@ from typing import Any
 from r1forge.config import GRPOConfig, Recipe
 from r1forge.data.jsonl import read_manifest
 from r1forge.progress import progress_bar
+from r1forge.stages import StageContext
 from r1forge.stages.common import (
     dataset_path,
     load_prompts,
@@ -49,7 +50,7 @@ def load_policy(path: Path, cfg: GRPOConfig, bf16: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def run(
+def train_policy(
     recipe: Recipe,
     stage: str,
     data: Path,
@@ -61,8 +62,9 @@ def run(
     """Train `model` with GRPO on the stage's prompt sets; write the policy to `output`."""
     from r1forge.rewards import check_runnable
     from r1forge.rollout import make_engine
-    from r1forge.train.engine import full_state_dict, init_distributed, use_bf16
+    from r1forge.train.engine import init_distributed, use_bf16
     from r1forge.train.rl import train_grpo
+    from r1forge.zero import full_state_dict
 
     cfg: GRPOConfig = getattr(recipe, stage)
     require_model_folder(model)
@@ -175,3 +177,23 @@ def run(
     finally:
         if tracker is not None:
             tracker.finish({})
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return train_policy(
+        ctx.recipe,
+        ctx.section or "grpo_reasoning",
+        ctx.inputs["data"],
+        ctx.inputs["model"],
+        ctx.output,
+        ctx.metrics,
+        ctx.resume,
+    )
+
+
+def describe(summary: dict[str, Any], ctx: StageContext) -> str:
+    before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
+    shown = ", ".join(
+        f"{k[5:]} {before.get(k, float('nan')):.3f} -> {v:.3f}" for k, v in after.items()
+    )
+    return f"{ctx.section} model in {ctx.output}: steps={summary['steps']}; held-out pass@1 {shown}"

@@ -44,6 +44,7 @@ from r1forge.registry import (
     save_registry,
 )
 from r1forge.registry import rollback as registry_rollback
+from r1forge.stages import StageContext
 
 log = logging.getLogger("r1forge.promote")
 
@@ -102,7 +103,7 @@ def comparable_champion_metrics(
     log.info("champion v%s was measured on other eval sets: evaluating it again", champ["version"])
     with tempfile.TemporaryDirectory() as tmp:
         model = fetch_model(champ["uri"], Path(tmp) / "model", champ["sha256"])
-        return evaluate.run(recipe, model, files, Path(tmp) / "eval")
+        return evaluate.evaluate_model(recipe, model, files, Path(tmp) / "eval")
 
 
 def staged_copy(source: Path, folder: Path) -> None:
@@ -140,7 +141,7 @@ def deploy(recipe: Recipe, entry: dict[str, Any], output: Path) -> dict[str, Any
     return release
 
 
-def run(
+def promote_candidates(
     recipe: Recipe,
     candidates: list[Candidate],
     registry: Path,
@@ -325,3 +326,53 @@ def fetch_champion(recipe: Recipe, registry: Path, cache: Path) -> tuple[Path, s
         )
     folder = cache / f"{entry['name']}-v{entry['version']}"
     return fetch_model(entry["uri"], folder, entry["sha256"]), entry["name"]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """The command's candidates (`--candidate`, default `promote.candidates`) from the model
+    and eval folders; or, as a pipeline task, the one evaluated checkpoint it is given (its
+    `results`), with the registry under `registry_root` (the model-cache volume)."""
+    cfg = ctx.recipe.promote
+    if "results" in ctx.inputs:
+        report = json.loads((ctx.inputs["results"] / "metrics.json").read_text(encoding="utf-8"))
+        candidates = [Candidate(ctx.options["checkpoint"], ctx.inputs["model"], report)]
+        registry = Path(ctx.options["registry_root"]) / cfg.registry
+    else:
+        names = ctx.options.get("candidates") or cfg.candidates
+        candidates = load_candidates(names, ctx.options["models"], ctx.options["evals"])
+        registry = ctx.options.get("registry") or Path(cfg.registry)
+    data = ctx.inputs.get("data", ctx.options.get("data"))
+    return promote_candidates(ctx.recipe, candidates, registry, ctx.output, ctx.metrics, data)
+
+
+def candidate_table(candidates: dict[str, dict[str, Any]]) -> str:
+    """The candidates, best pass@1 first: whether each passed the gate, and why not."""
+    lines = [f"{'candidate':<18} {'pass@1':>7} {'format':>7}  gate"]
+    for name, row in candidates.items():
+        verdict = "passed" if row["passed"] else "refused: " + "; ".join(row["reasons"])
+        lines.append(f"{name:<18} {row['pass@1']:>7.3f} {row['format_rate']:>7.3f}  {verdict}")
+    return "\n".join(lines)
+
+
+def kept_champion(summary: dict[str, Any]) -> str:
+    version = summary["champion_version"]
+    return f"the champion stays v{version}" if version else "there is no champion yet"
+
+
+def describe(summary: dict[str, Any], ctx: StageContext) -> str:
+    table = candidate_table(summary["candidates"])
+    if not summary["promoted"]:
+        return table
+    return (
+        f"{table}\npromoted {summary['candidate']} as {summary['name']} v{summary['version']} "
+        f"({summary['uri']}, sha256 {summary['sha256'][:12]}); release "
+        f"{summary['release']['action']} -> {ctx.output}"
+    )
+
+
+def exit_status(summary: dict[str, Any], ctx: StageContext) -> tuple[int, str | None]:
+    """A refusal is exit status 3 unless `--no-fail-on-refusal` (as DVC runs it)."""
+    if summary["promoted"]:
+        return 0, None
+    message = f"no candidate passed the gate: nothing promoted, {kept_champion(summary)}"
+    return (3 if ctx.options.get("fail_on_refusal", True) else 0), message

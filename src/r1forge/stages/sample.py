@@ -18,6 +18,7 @@ from r1forge.config import Recipe, SampleConfig
 from r1forge.data.jsonl import read_manifest, write_jsonl
 from r1forge.io import sha256_file, write_json_atomic
 from r1forge.rejection import Candidate, pass_rate_ok, rejection_reasons, select
+from r1forge.stages import StageContext
 from r1forge.stages.common import load_for_sampling, load_prompts, require_model_folder
 
 log = logging.getLogger("r1forge.sample")
@@ -36,7 +37,7 @@ def _group_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(
+def rejection_sample(
     recipe: Recipe, model: Path, data: Path, output: Path, metrics: Path | None = None
 ) -> dict[str, Any]:
     """Stage `sample` with the recipe's `sample` section."""
@@ -168,3 +169,17 @@ def _prompt_messages(example: dict[str, Any]) -> list[dict[str, str]]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return rejection_sample(
+        ctx.recipe, ctx.inputs["model"], ctx.inputs["data"], ctx.output, ctx.metrics
+    )
+
+
+def describe(stats: dict[str, Any], ctx: StageContext) -> str:
+    refused = ", ".join(f"{k}={v}" for k, v in stats["refused"].items())
+    return (
+        f"{ctx.output}: {stats['examples_kept']} examples from {stats['prompts_kept']} of "
+        f"{stats['prompts']} prompts (pass rate {stats['pass_rate']:.3f}; refused: {refused})"
+    )

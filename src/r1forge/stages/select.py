@@ -19,11 +19,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from r1forge.config import Recipe, SelectConfig
-from r1forge.data.jsonl import read_jsonl, read_manifest, write_jsonl
+from r1forge.config import SelectConfig
+from r1forge.data.jsonl import read_manifest, write_jsonl
 from r1forge.io import sha256_file, write_json_atomic
 from r1forge.rejection import pass_rate_ok
-from r1forge.stages.common import load_for_sampling, load_prompts, require_model_folder
+from r1forge.stages import StageContext
+from r1forge.stages.common import (
+    load_for_sampling,
+    load_prompts,
+    read_prompts,
+    require_model_folder,
+)
 
 log = logging.getLogger("r1forge.select")
 
@@ -52,16 +58,6 @@ def keep_and_order(
     return kept
 
 
-def run(
-    recipe: Recipe, model: Path, data: Path, output: Path, metrics: Path | None = None
-) -> dict[str, Any]:
-    """Stage `select` with the recipe's `select` section: writes the kept prompts to `output`."""
-    stats = select_prompts(recipe.select, model, data, output)
-    if metrics is not None:
-        write_json_atomic(metrics, {"select": stats})
-    return stats
-
-
 def select_prompts(cfg: SelectConfig, model: Path, data: Path, output: Path) -> dict[str, Any]:
     from r1forge.errors import DataError
     from r1forge.progress import progress_bar
@@ -78,7 +74,7 @@ def select_prompts(cfg: SelectConfig, model: Path, data: Path, output: Path) -> 
     with progress_bar("pass-rate selection", total=len(cfg.prompts)) as advance:
         for name in cfg.prompts:
             sources[name] = read_manifest(data / name)["sha256"]
-            raw = read_jsonl(data / name, "prompt")[: cfg.limit]
+            raw = read_prompts(data / name)[: cfg.limit]
             items = load_prompts(data / name, tokenizer, cfg.limit)
             sampling = Sampling(
                 max_new_tokens=cfg.max_new_tokens,
@@ -140,3 +136,18 @@ def select_prompts(cfg: SelectConfig, model: Path, data: Path, output: Path) -> 
         stats["mean_pass_rate"],
     )
     return stats
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Stage `select` with the recipe's `select` section: writes the kept prompts to the output."""
+    stats = select_prompts(ctx.recipe.select, ctx.inputs["model"], ctx.inputs["data"], ctx.output)
+    if ctx.metrics is not None:
+        write_json_atomic(ctx.metrics, {"select": stats})
+    return stats
+
+
+def describe(stats: dict[str, Any], ctx: StageContext) -> str:
+    return (
+        f"{ctx.output}: kept {stats['kept']} of {stats['prompts']} prompts (mean pass rate "
+        f"{stats['mean_pass_rate']:.3f}, kept {stats['kept_mean_pass_rate']:.3f})"
+    )

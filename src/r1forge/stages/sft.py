@@ -15,6 +15,7 @@ from r1forge.config import KDConfig, Recipe, SFTConfig
 from r1forge.data.jsonl import read_jsonl, read_manifest
 from r1forge.errors import ConfigError, DataError
 from r1forge.progress import progress_bar
+from r1forge.stages import StageContext
 from r1forge.stages.common import dataset_path, open_run, publish_model, require_model_folder
 
 log = logging.getLogger("r1forge.sft")
@@ -96,7 +97,7 @@ def compile_layers(model: Any) -> None:
         layer.compile(dynamic=False)
 
 
-def run(
+def fine_tune(
     recipe: Recipe,
     stage: str,
     data: Path,
@@ -112,8 +113,9 @@ def run(
     With `teacher` and `kd`, the loss mixes in the KL to the teacher's next-token
     distributions (logit distillation; the two must share a tokenizer).
     """
-    from r1forge.train.engine import full_state_dict, init_distributed, use_bf16
+    from r1forge.train.engine import init_distributed, use_bf16
     from r1forge.train.sft import distill_loss_module, prepare_examples, train_sft
+    from r1forge.zero import full_state_dict
 
     cfg: SFTConfig = getattr(recipe, stage)
     require_model_folder(model)
@@ -191,3 +193,22 @@ def run(
     finally:
         if tracker is not None:
             tracker.finish({})
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return fine_tune(
+        ctx.recipe,
+        ctx.section or "sft_cold_start",
+        ctx.inputs["data"],
+        ctx.inputs["model"],
+        ctx.output,
+        ctx.metrics,
+        ctx.resume,
+    )
+
+
+def describe(summary: dict[str, Any], ctx: StageContext) -> str:
+    return (
+        f"{ctx.section} model in {ctx.output}: steps={summary['steps']}, "
+        f"final_loss={summary.get('final_loss')}, eval_loss={summary.get('final_eval_loss')}"
+    )

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from r1forge.config import GRPOConfig
+from r1forge.config import EVAL_TEMPERATURE, EVAL_TOP_P, GRPOConfig
+from r1forge.data.schema import PromptItem
 from r1forge.errors import ConfigError
 from r1forge.rollout import Completion, RolloutEngine, Sampling
 from r1forge.train.engine import (
@@ -58,13 +59,6 @@ from r1forge.train.guards import require_finite_metrics
 
 log = logging.getLogger("r1forge.grpo")
 ALWAYS_MEASURED = ("accuracy", "format")
-EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # DeepSeek-R1's evaluation sampling
-
-
-@dataclass
-class PromptItem:
-    ids: list[int]
-    example: dict[str, Any]
 
 
 def reward_weights(cfg: GRPOConfig, task: str) -> dict[str, float]:
