@@ -35,12 +35,22 @@ def dataset_op(
     extra: Input[Dataset] = None,
 ):
     """A stage that writes a dataset (data, select, sample, the teacher's answers)."""
-    from r1forge.orchestration.tasks import record_lineage, report, run_stage, task_inputs
+    from r1forge.orchestration.tasks import run_written_artifact
 
-    paths = task_inputs(data, model_in, extra, extra_input)
-    summary = run_stage(kind, section, recipe, overrides, output=dataset.path, **paths)
-    report(metrics, card, title, summary)
-    record_lineage(dataset)
+    run_written_artifact(
+        kind,
+        section,
+        recipe,
+        overrides,
+        title,
+        dataset,
+        metrics,
+        card,
+        data,
+        model_in,
+        extra,
+        extra_input,
+    )
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -59,12 +69,22 @@ def model_op(
     extra: Input[Dataset] = None,
 ):
     """A stage that writes a model (base, SFT, GRPO; a TrainJob when nodes > 1)."""
-    from r1forge.orchestration.tasks import record_lineage, report, run_stage, task_inputs
+    from r1forge.orchestration.tasks import run_written_artifact
 
-    paths = task_inputs(data, model_in, extra, extra_input)
-    summary = run_stage(kind, section, recipe, overrides, output=model.path, **paths)
-    report(metrics, card, title, summary)
-    record_lineage(model)
+    run_written_artifact(
+        kind,
+        section,
+        recipe,
+        overrides,
+        title,
+        model,
+        metrics,
+        card,
+        data,
+        model_in,
+        extra,
+        extra_input,
+    )
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

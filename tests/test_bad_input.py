@@ -486,7 +486,7 @@ def test_whole_number_answers_and_ids_become_their_digits(tmp_path: Path) -> Non
 
 
 def test_data_output_of_a_previous_run_or_empty_folder_is_accepted(tmp_path: Path) -> None:
-    from r1forge.cli import _check_data_output
+    from r1forge.stages.data import check_output as _check_data_output
 
     previous = tmp_path / "data"
     previous.mkdir()

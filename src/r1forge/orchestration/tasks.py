@@ -92,11 +92,28 @@ def run_stage(
 TASK_OPTIONS = ("student", "checkpoint", "registry_root")
 
 
-def task_inputs(data: Any, model: Any, extra: Any, extra_input: str) -> dict[str, str]:
-    """A generic component's artifacts given, by input name (`extra` is the stage
-    `extra_input` names, e.g. `select` for grpo_reasoning)."""
+def run_written_artifact(
+    kind: str,
+    section: str,
+    recipe_text: str,
+    overrides: list[str],
+    title: str,
+    output: Any,
+    metrics: Any,
+    card: Any,
+    data: Any,
+    model: Any,
+    extra: Any,
+    extra_input: str,
+) -> None:
+    """The body of the components that write a dataset or a model: the artifacts given (by
+    input name; `extra` is the stage `extra_input` names, e.g. `select` for grpo_reasoning),
+    the stage run into `output`, its numbers reported and its lineage recorded."""
     given = {"data": data, "model": model, extra_input: extra}
-    return {name: artifact.path for name, artifact in given.items() if artifact is not None}
+    paths = {name: artifact.path for name, artifact in given.items() if artifact is not None}
+    summary = run_stage(kind, section, recipe_text, overrides, output=output.path, **paths)
+    report(metrics, card, title, summary)
+    record_lineage(output)
 
 
 def task_context(entry: Any, recipe: Recipe, paths: dict[str, str]) -> Any:

@@ -133,38 +133,34 @@ on group-relative advantages (clipped ratio, optional k3 KL to a frozen referenc
 Held-out pass@1 (greedy and sampled) is logged before training and every `eval_every` steps."""
 
 
-def _sft(name: str, summary: str, model: str, **extra: Any) -> Stage:
+TRAINING_HELP = {"sft": SFT_HELP, "grpo": GRPO_HELP}
+TRAINING_CODE = {"sft": SFT_CODE, "grpo": GRPO_CODE}
+
+
+def _training(kind: str, name: str, summary: str, model: str, **extra: Any) -> Stage:
+    """A DeepSpeed training stage (`sft` or `grpo`) from the `model` stage's checkpoint."""
     return Stage(
         name=name,
-        kind="sft",
+        kind=kind,
         summary=summary,
         output=f"models/{name}",
-        run=_module("sft"),
+        run=_module(kind),
         inputs={"data": "data", "model": model},
         params=(name,),
         section=name,
-        help=SFT_HELP,
+        help=TRAINING_HELP[kind],
         resumable=True,
         distributed=True,
-        **{"code": SFT_CODE, **extra},
+        **{"code": TRAINING_CODE[kind], **extra},
     )
+
+
+def _sft(name: str, summary: str, model: str, **extra: Any) -> Stage:
+    return _training("sft", name, summary, model, **extra)
 
 
 def _grpo(name: str, summary: str, model: str, **extra: Any) -> Stage:
-    return Stage(
-        name=name,
-        kind="grpo",
-        summary=summary,
-        output=f"models/{name}",
-        run=_module("grpo"),
-        inputs={"data": "data", "model": model},
-        params=(name,),
-        section=name,
-        help=GRPO_HELP,
-        resumable=True,
-        distributed=True,
-        **{"code": GRPO_CODE, **extra},
-    )
+    return _training("grpo", name, summary, model, **extra)
 
 
 def _evaluation(checkpoint: str) -> Stage:

@@ -13,7 +13,7 @@ from r1forge.config import Recipe, TrackingConfig, recipe_dict, save_resolved
 from r1forge.data.chat import template_sha256
 from r1forge.data.jsonl import read_jsonl
 from r1forge.errors import DataError
-from r1forge.io import atomic_dir, code_revision, write_json_atomic
+from r1forge.io import atomic_dir, code_revision, sha256_file, write_json_atomic
 from r1forge.tracking import Tracker, plot_curves
 from r1forge.train.engine import LATEST, barrier, previous_run_dir
 
@@ -65,27 +65,34 @@ def open_run(
 
 
 def publish_model(
+    engine: Any,
+    dist: Any,
     recipe: Recipe,
     stage: str,
     *,
     model_in: Path,
     output: Path,
     model: Any,
-    state: dict[str, Any],
     tokenizer: Any,
-    tracker: Tracker,
+    tracker: Tracker | None,
     summary: dict[str, Any],
     datasets: dict[str, str],
     plot_keys: list[str],
     metrics: Path | None,
     merge_lora: bool = False,
 ) -> None:
-    """Write the final model folder on rank 0: weights (LoRA merged), tokenizer, lineage,
-    metrics, curves, resolved config and the W&B run; then the DVC metrics file."""
+    """Write the trained engine's final model folder on rank 0: weights (gathered under
+    ZeRO-3; LoRA merged), tokenizer, lineage, metrics, curves, resolved config and the W&B
+    run; then the DVC metrics file. Collective: every rank calls it."""
     from r1forge.models import read_metadata, write_metadata
     from r1forge.train.guards import require_finite_weights
-    from r1forge.zero import dense_replica, is_partitioned
+    from r1forge.zero import dense_replica, full_state_dict, is_partitioned
 
+    gathered = full_state_dict(engine)
+    if not dist.main:
+        return
+    assert tracker is not None and gathered is not None
+    state = {k.removeprefix("model."): v for k, v in gathered.items()}
     require_finite_weights(state, str(output))
     if is_partitioned(model):  # ZeRO-3 left the trained module's weights as empty shards
         model = dense_replica(model, "meta")  # no memory, no random init: the state is assigned
@@ -158,6 +165,33 @@ def load_prompts(path: Path, tokenizer: Any, limit: int | None = None) -> list[A
         )
         for r in records
     ]
+
+
+def sample_k(engine: Any, items: list[Any], cfg: Any) -> list[Any]:
+    """`cfg.k` samples of each prompt at the section's temperature, top-p and seed (a
+    sampling stage: select, sample, the teacher's answers), without log-probs."""
+    from r1forge.rollout import Sampling
+
+    sampling = Sampling(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        logprobs=False,
+    )
+    return engine.generate([item.ids for item in items], cfg.k, sampling)
+
+
+def sampled_from(stage: str, model: Path, prompts: dict[str, str]) -> dict[str, Any]:
+    """A sampled dataset's manifest source: the stage, the model (and its weights' sha256)
+    and the prompt files' sha256s."""
+    weights = model / "model.safetensors"
+    return {
+        "stage": stage,
+        "model": str(model),
+        "model_sha256": sha256_file(weights) if weights.is_file() else None,
+        "prompts": prompts,
+    }
 
 
 def load_for_sampling(

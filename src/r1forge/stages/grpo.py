@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from r1forge.config import GRPOConfig, Recipe
+from r1forge.config import GRPOConfig
 from r1forge.data.jsonl import read_manifest
 from r1forge.progress import progress_bar
 from r1forge.stages import StageContext
@@ -50,23 +50,17 @@ def load_policy(path: Path, cfg: GRPOConfig, bf16: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def train_policy(
-    recipe: Recipe,
-    stage: str,
-    data: Path,
-    model: Path,
-    output: Path,
-    metrics: Path | None = None,
-    resume: bool = False,
-) -> dict[str, Any]:
-    """Train `model` with GRPO on the stage's prompt sets; write the policy to `output`."""
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Train the `model` input with GRPO on the section's prompt sets (read from the `data`
+    input); write the policy to the output."""
     from r1forge.rewards import check_runnable
     from r1forge.rollout import make_engine
     from r1forge.train.engine import init_distributed, use_bf16
     from r1forge.train.rl import train_grpo
-    from r1forge.zero import full_state_dict
 
-    cfg: GRPOConfig = getattr(recipe, stage)
+    recipe, stage, data, model = ctx.recipe, ctx.section, ctx.inputs["data"], ctx.inputs["model"]
+    output, metrics, resume = ctx.output, ctx.metrics, ctx.resume
+    cfg: GRPOConfig = ctx.config
     require_model_folder(model)
     dist = init_distributed(cfg.threads)
     bf16 = use_bf16(cfg.precision, dist.device)
@@ -149,46 +143,26 @@ def train_policy(
                 on_samples=on_samples,
                 progress=advance,
             )
-        state = full_state_dict(engine)
-        if dist.main:
-            assert tracker is not None and state is not None
-            publish_model(
-                recipe,
-                stage,
-                model_in=model,
-                output=output,
-                model=net,
-                state={k.removeprefix("model."): v for k, v in state.items()},
-                tokenizer=tokenizer,
-                tracker=tracker,
-                summary=summary,
-                datasets=hashes,
-                plot_keys=[
-                    *CURVES,
-                    *(
-                        f"eval/{name}/{mode}"
-                        for name in eval_sets
-                        for mode in ("greedy", "sampled")
-                    ),
-                ],
-                metrics=metrics,
-            )
+        evals = [f"eval/{name}/{mode}" for name in eval_sets for mode in ("greedy", "sampled")]
+        publish_model(
+            engine,
+            dist,
+            recipe,
+            stage,
+            model_in=model,
+            output=output,
+            model=net,
+            tokenizer=tokenizer,
+            tracker=tracker,
+            summary=summary,
+            datasets=hashes,
+            plot_keys=[*CURVES, *evals],
+            metrics=metrics,
+        )
         return summary
     finally:
         if tracker is not None:
             tracker.finish({})
-
-
-def run(ctx: StageContext) -> dict[str, Any]:
-    return train_policy(
-        ctx.recipe,
-        ctx.section or "grpo_reasoning",
-        ctx.inputs["data"],
-        ctx.inputs["model"],
-        ctx.output,
-        ctx.metrics,
-        ctx.resume,
-    )
 
 
 def describe(summary: dict[str, Any], ctx: StageContext) -> str:

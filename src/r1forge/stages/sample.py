@@ -16,10 +16,16 @@ from typing import Any
 
 from r1forge.config import Recipe, SampleConfig
 from r1forge.data.jsonl import read_manifest, write_jsonl
-from r1forge.io import sha256_file, write_json_atomic
+from r1forge.io import write_json_atomic
 from r1forge.rejection import Candidate, pass_rate_ok, rejection_reasons, select
 from r1forge.stages import StageContext
-from r1forge.stages.common import load_for_sampling, load_prompts, require_model_folder
+from r1forge.stages.common import (
+    load_for_sampling,
+    load_prompts,
+    require_model_folder,
+    sample_k,
+    sampled_from,
+)
 
 log = logging.getLogger("r1forge.sample")
 
@@ -52,7 +58,6 @@ def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> 
     from r1forge.progress import progress_bar
     from r1forge.rewards import score_batch
     from r1forge.rewards.language import has_words
-    from r1forge.rollout import Sampling
 
     require_model_folder(model)
     _, tokenizer, engine = load_for_sampling(
@@ -63,14 +68,7 @@ def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> 
     with progress_bar("rejection sampling", total=len(cfg.prompts)) as advance:
         for name in cfg.prompts:
             items = load_prompts(data / name, tokenizer, cfg.limit)
-            sampling = Sampling(
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                seed=cfg.seed,
-                logprobs=False,
-            )
-            completions = engine.generate([it.ids for it in items], cfg.k, sampling)
+            completions = sample_k(engine, items, cfg)
             texts = [c.text for c in completions]
             examples = [items[c.prompt_index].example for c in completions]
             scores = {
@@ -140,14 +138,7 @@ def sample_dataset(cfg: SampleConfig, model: Path, data: Path, output: Path) -> 
         output,
         records,
         kind="sft",
-        source={
-            "stage": "sample",
-            "model": str(model),
-            "model_sha256": sha256_file(model / "model.safetensors")
-            if (model / "model.safetensors").is_file()
-            else None,
-            "prompts": sources,
-        },
+        source=sampled_from("sample", model, sources),
     )
     by: dict[str, dict[str, list[dict[str, Any]]]] = {"task": {}, "difficulty": {}}
     for row in rows:

@@ -21,7 +21,7 @@ from typing import Any
 
 from r1forge.config import SelectConfig
 from r1forge.data.jsonl import read_manifest, write_jsonl
-from r1forge.io import sha256_file, write_json_atomic
+from r1forge.io import write_json_atomic
 from r1forge.rejection import pass_rate_ok
 from r1forge.stages import StageContext
 from r1forge.stages.common import (
@@ -29,6 +29,8 @@ from r1forge.stages.common import (
     load_prompts,
     read_prompts,
     require_model_folder,
+    sample_k,
+    sampled_from,
 )
 
 log = logging.getLogger("r1forge.select")
@@ -62,7 +64,6 @@ def select_prompts(cfg: SelectConfig, model: Path, data: Path, output: Path) -> 
     from r1forge.errors import DataError
     from r1forge.progress import progress_bar
     from r1forge.rewards import score_batch
-    from r1forge.rollout import Sampling
 
     require_model_folder(model)
     _, tokenizer, engine = load_for_sampling(
@@ -76,14 +77,7 @@ def select_prompts(cfg: SelectConfig, model: Path, data: Path, output: Path) -> 
             sources[name] = read_manifest(data / name)["sha256"]
             raw = read_prompts(data / name)[: cfg.limit]
             items = load_prompts(data / name, tokenizer, cfg.limit)
-            sampling = Sampling(
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                seed=cfg.seed,
-                logprobs=False,
-            )
-            completions = engine.generate([it.ids for it in items], cfg.k, sampling)
+            completions = sample_k(engine, items, cfg)
             examples = [items[c.prompt_index].example for c in completions]
             correct = score_batch("accuracy", [c.text for c in completions], examples)
             rates += pass_rates(correct, cfg.k)
@@ -105,12 +99,7 @@ def select_prompts(cfg: SelectConfig, model: Path, data: Path, output: Path) -> 
         chosen,
         kind="prompt",
         source={
-            "stage": "select",
-            "model": str(model),
-            "model_sha256": sha256_file(model / "model.safetensors")
-            if (model / "model.safetensors").is_file()
-            else None,
-            "prompts": sources,
+            **sampled_from("select", model, sources),
             "k": cfg.k,
             "temperature": cfg.temperature,
             "pass_rate": list(cfg.pass_rate),

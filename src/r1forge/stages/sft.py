@@ -115,7 +115,6 @@ def fine_tune(
     """
     from r1forge.train.engine import init_distributed, use_bf16
     from r1forge.train.sft import distill_loss_module, prepare_examples, train_sft
-    from r1forge.zero import full_state_dict
 
     cfg: SFTConfig = getattr(recipe, stage)
     require_model_folder(model)
@@ -168,27 +167,27 @@ def fine_tune(
                 progress=advance,
                 loss_module=loss_module,
             )
-        state = full_state_dict(engine)
         if dist.main:
-            assert tracker is not None and state is not None
+            assert tracker is not None
             rows = tracker.metrics.rows
             summary["final_loss"] = rows[-1]["loss"] if rows else None
             summary["examples_by_dataset"] = mixed
-            publish_model(
-                recipe,
-                stage,
-                model_in=model,
-                output=output,
-                model=net,
-                state={k.removeprefix("model."): v for k, v in state.items()},
-                tokenizer=tokenizer,
-                tracker=tracker,
-                summary=summary,
-                datasets=hashes,
-                plot_keys=["loss", "eval_loss", "lr", "grad_norm"],
-                metrics=metrics,
-                merge_lora=cfg.lora is not None,
-            )
+        publish_model(
+            engine,
+            dist,
+            recipe,
+            stage,
+            model_in=model,
+            output=output,
+            model=net,
+            tokenizer=tokenizer,
+            tracker=tracker,
+            summary=summary,
+            datasets=hashes,
+            plot_keys=["loss", "eval_loss", "lr", "grad_norm"],
+            metrics=metrics,
+            merge_lora=cfg.lora is not None,
+        )
         return summary
     finally:
         if tracker is not None:
