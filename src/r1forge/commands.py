@@ -103,9 +103,10 @@ def _parameters(kind: str, entries: list[Stage]) -> list[inspect.Parameter]:
             )
         )
     for extra in first.options:
-        kind_ = list[extra.type] | None if extra.many else extra.type | None  # type: ignore[name-defined]
-        if extra.type is bool:
-            kind_ = bool
+        if extra.type is bool:  # a --flag/--no-flag pair
+            kind_: Any = bool
+        else:
+            kind_ = list[extra.type] | None if extra.many else extra.type | None  # type: ignore[name-defined]
         params.append(
             _param(
                 f"option_{extra.key}",

@@ -155,14 +155,6 @@ def _training(kind: str, name: str, summary: str, model: str, **extra: Any) -> S
     )
 
 
-def _sft(name: str, summary: str, model: str, **extra: Any) -> Stage:
-    return _training("sft", name, summary, model, **extra)
-
-
-def _grpo(name: str, summary: str, model: str, **extra: Any) -> Stage:
-    return _training("grpo", name, summary, model, **extra)
-
-
 def _evaluation(checkpoint: str) -> Stage:
     return Stage(
         name=f"eval_{checkpoint}",
@@ -218,7 +210,8 @@ STAGES: tuple[Stage, ...] = (
         section="base",
         help="Fetch the recipe's named model, or train the tiny tokenizer and base model.",
     ),
-    _sft(
+    _training(
+        "sft",
         "sft_cold_start",
         "cold-start SFT of the base on chain-of-thought examples (DeepSpeed)",
         model="base",
@@ -243,7 +236,8 @@ whose rewards all agree teach GRPO nothing), each with `meta.pass_rate`; `order:
 easiest_first` makes it a curriculum. Point a GRPO section's `prompts` at it
 (`../selected/rl_prompts.jsonl`).""",
     ),
-    _grpo(
+    _training(
+        "grpo",
         "grpo_reasoning",
         "reasoning RL: GRPO with rule rewards on the cold-start model (DeepSpeed)",
         model="sft_cold_start",
@@ -267,14 +261,17 @@ k samples per prompt; keeps completions that are correct, well formed, in one la
 not overlong or degenerate, with no code block or long paragraph in the reasoning; drops
 exact and near duplicates; keeps the shortest `max_per_prompt` per prompt.""",
     ),
-    _sft(
+    _training(
+        "sft",
         "sft_merged",
         "SFT from the base on the sampled reasoning mixed with general data",
         model="base",
         reads=("sample",),
         code=(*SFT_CODE, "src/r1forge/data/mix.py"),
     ),
-    _grpo("grpo_final", "final RL over reasoning and general prompts", model="sft_merged"),
+    _training(
+        "grpo", "grpo_final", "final RL over reasoning and general prompts", model="sft_merged"
+    ),
     Stage(
         name="base_student",
         kind="base",
@@ -327,12 +324,14 @@ teacher's tokenizer. Several students train in one run.""",
             ),
         ),
     ),
-    _sft(
+    _training(
+        "sft",
         "sft_student",
         "R1 Table 6's other arm: the student's own cold-start SFT ...",
         model="base_student",
     ),
-    _grpo(
+    _training(
+        "grpo",
         "grpo_student",
         "... then GRPO on the student with as many RL prompts as the teacher had",
         model="sft_student",
