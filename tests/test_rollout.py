@@ -179,3 +179,95 @@ def test_vllm_engine_matches_generate_and_syncs_weights_in_memory(tmp_path: Path
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=child_env()
     )
     assert proc.returncode == 0 and "VLLM-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+PREVIOUS_ENGINE = "29fa76b"  # the static engine before continuous batching and prefix sharing
+
+
+@pytest.fixture(scope="module")
+def previous_engine_class(tmp_path_factory):
+    """The engine as it was at PREVIOUS_ENGINE, read from this clone's git history."""
+    root = Path(__file__).parents[1]
+    show = subprocess.run(
+        ["git", "show", f"{PREVIOUS_ENGINE}:src/r1forge/rollout/static.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if show.returncode != 0:
+        pytest.skip(f"commit {PREVIOUS_ENGINE} is not in this clone's history: {show.stderr}")
+    source = tmp_path_factory.mktemp("previous") / "static_previous.py"
+    source.write_text(show.stdout)
+    sys.path.insert(0, str(root / "benchmarks"))
+    from rollout_lengths import load_engine_class
+
+    return load_engine_class(source)
+
+
+def mixed_prompts(tok) -> list[list[int]]:
+    texts = ["Compute 1 + 2.", "Hi", "4 * 5 = 20, and then 7 - 2 is", "1 + 2 = 3", "<think> 4"]
+    return [tok.encode(t, add_special_tokens=False) for t in texts]
+
+
+@pytest.mark.parametrize("max_batch", [256, 3])
+def test_continuous_batching_samples_what_the_previous_engine_sampled(
+    tok, previous_engine_class, max_batch: int
+) -> None:
+    """fp32: greedy completions equal exactly, sampled ones too (the same keyed noise), with
+    every row in flight at once and with 3 rows refilled as samples end (max_batch=3)."""
+    model = gqa_policy(tok)
+    with torch.no_grad():  # a large EOS embedding (tied to the head): EOS wins in some contexts
+        model.model.embed_tokens.weight[tok.eos_token_id] *= 6
+    prompts = mixed_prompts(tok)
+    previous = previous_engine_class(model, tok)
+    engine = make_engine("static", model=model, tokenizer=tok, max_batch=max_batch)
+    ends = set()
+    for sampling in (
+        Sampling(max_new_tokens=14, temperature=0.0),
+        Sampling(max_new_tokens=14, temperature=1.0, top_p=0.9, seed=3),
+        Sampling(max_new_tokens=14, temperature=1.3, seed=4, prompt_seeds=(5, 6, 7, 8, 9)),
+    ):
+        want, got = previous.generate(prompts, 3, sampling), engine.generate(prompts, 3, sampling)
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+        assert [c.prompt_index for c in got] == [c.prompt_index for c in want]
+        assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
+        for a, b in zip(got, want, strict=True):
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+        ends |= {len(c.token_ids) for c in got}
+    # rows really did end at different lengths: EOS stopped some long before the limit
+    assert min(ends) == 1 and max(ends) == 14 and len(ends) > 3, ends
+
+
+def test_prefix_sharing_gives_the_log_probs_of_separate_prefills(tok) -> None:
+    model = gqa_policy(tok)
+    sampling = Sampling(max_new_tokens=12, temperature=1.0, seed=2)
+    shared = make_engine("static", model=model, tokenizer=tok, max_batch=7)
+    alone = make_engine("static", model=model, tokenizer=tok, max_batch=7, prefix_sharing=False)
+    a = shared.generate(mixed_prompts(tok), 4, sampling)
+    b = alone.generate(mixed_prompts(tok), 4, sampling)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    for x, y in zip(a, b, strict=True):
+        assert (torch.tensor(x.logprobs) - torch.tensor(y.logprobs)).abs().max() <= 1e-5
+
+
+def test_forced_lengths_stop_each_completion_at_its_own_length(tok) -> None:
+    model = gqa_policy(tok)
+    engine = make_engine("static", model=model, tokenizer=tok, max_batch=4)
+    lengths = (1, 9, 3, 17, 5, 2)
+    sampling = Sampling(max_new_tokens=17, temperature=1.0, lengths=lengths)
+    out = engine.generate(prompts_of(tok), 2, sampling)
+    assert [len(c.token_ids) for c in out] == list(lengths)
+    assert all(c.finish_reason == "length" and len(c.logprobs) == len(c.token_ids) for c in out)
+    # each completion is the start of what an unforced run to 17 tokens (EOS ignored) samples
+    full = engine.generate(
+        prompts_of(tok), 2, Sampling(max_new_tokens=17, temperature=1.0, ignore_eos=True)
+    )
+    assert [c.token_ids for c in out] == [
+        f.token_ids[: len(c.token_ids)] for c, f in zip(out, full, strict=True)
+    ]
+    with pytest.raises(ValueError, match="lengths must give each of the 6 completions"):
+        engine.generate(prompts_of(tok), 2, Sampling(max_new_tokens=4, lengths=lengths))
+    with pytest.raises(ValueError, match="does not force per-completion lengths"):
+        make_engine("transformers", model=model, tokenizer=tok).generate(
+            prompts_of(tok), 2, sampling
+        )

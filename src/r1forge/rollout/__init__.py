@@ -27,6 +27,9 @@ class Sampling:
     # one seed per prompt: engines that honour it (static, vllm) then draw a prompt's samples
     # the same whichever batch or rank it lands in, so N ranks sample what 1 process would
     prompt_seeds: tuple[int, ...] | None = None
+    # one length per completion (prompt-major): each stops after exactly that many tokens, EOS
+    # ignored, so a benchmark can draw real length mixes; only the static engine honours it
+    lengths: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -57,6 +60,12 @@ def cut_at_eos(
         finish_reason="stop" if stop else "length",
         logprobs=logprobs[: len(tokens)] if logprobs is not None else [],
     )
+
+
+def refuse_lengths(sampling: Sampling, engine: str) -> None:
+    """Engines that cannot force per-completion lengths say so instead of ignoring them."""
+    if sampling.lengths is not None:
+        raise ValueError(f"the {engine} engine does not force per-completion lengths; static does")
 
 
 class RolloutEngine(Protocol):

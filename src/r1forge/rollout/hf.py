@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from r1forge.rollout import Completion, Sampling, cut_at_eos, register_engine, sampling_module
+from r1forge.rollout import (
+    Completion,
+    Sampling,
+    cut_at_eos,
+    refuse_lengths,
+    register_engine,
+    sampling_module,
+)
 
 
 @register_engine("transformers")
@@ -27,6 +34,7 @@ class TransformersEngine:
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
         import torch
 
+        refuse_lengths(sampling, "transformers")
         expanded = [(i, ids) for i, ids in enumerate(prompts) for _ in range(n)]
         torch.manual_seed(sampling.seed)
         out: list[Completion] = []

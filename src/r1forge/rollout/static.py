@@ -1,22 +1,27 @@
 """The static-cache rollout engine: r1forge's own decoder loop, built for RL rollouts.
 
 Rollout is most of an RL step, and most of a decode step in `transformers.generate` is
-host overhead: cache bookkeeping, logits processors, a Python round trip per token. This
-engine runs the policy's own modules (so weights are always current, LoRA included, with
-nothing to sync) over a preallocated KV cache:
+host overhead: cache bookkeeping, logits processors, a Python round trip per token. R1-style
+completions also differ in length by 10-50x within one batch, so a batch that decodes until
+its longest row ends wastes most of its work. This engine runs the policy's own modules (so
+weights are always current, LoRA included, with nothing to sync) over a preallocated cache:
 
-- prompts are left-padded so every row writes the same cache slot each step;
-- grouped-query attention folds a KV group's query heads into the query axis, so one SDPA
-  call needs no repeated K/V;
-- the rotary tables and the attention mask are made once per step, not once per layer;
+- continuous batching: every row of the pool owns one cache region; a row that ends (EOS or
+  its length) is harvested at the next check and a waiting sample takes its region, and the
+  decode step runs over the live rows only, at the smallest of a few batch sizes that holds
+  them (a CUDA graph each);
+- prefix sharing: the G samples of a prompt admitted together share one prefill: the
+  prompt's K/V are computed once and copied into each sample's region;
+- attention reads each row's own context only: on GPUs the varlen flash kernel with
+  per-row key lengths (`seqused_k`), elsewhere SDPA over the row's region with a mask;
+  grouped-query attention needs no repeated K/V either way;
 - sampling (temperature, top-p, Gumbel-max) and the sampled token's log-prob run on the
   device, the noise a hash of (prompt seed, sample, step, token id), so a prompt's samples
-  do not depend on the batch or rank it lands in;
-- the whole decode step (model, sampling, bookkeeping) is captured once into a CUDA graph
-  per (batch, length) bucket and replayed, with an EOS check every `check_every` steps as
-  the only host synchronisation;
-- on GPUs the decode forward is also `torch.compile`d before capture, which fuses the
-  norms, rotary and activations: a small model's decode step is bound by kernel count.
+  do not depend on the batch, the rows beside them, or the rank they land on;
+- the decode step (model, sampling, bookkeeping) is captured once per batch size into a CUDA
+  graph and replayed; on GPUs its forward is also `torch.compile`d before capture, which
+  fuses the norms, rotary and activations (a small model's decode step is kernel-bound); the
+  host synchronises once every `check_every` steps, to harvest and admit.
 
 On CPU the same step runs eagerly. Supported: Llama-family decoders (Llama, Qwen2/2.5,
 Mistral without sliding window, Qwen3's q/k norms); anything else is refused by name.
@@ -24,9 +29,11 @@ Mistral without sliding window, Qwen3's q/k norms); anything else is refused by 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +63,8 @@ def keyed_uniform(keys: Any, step: Any, vocab: int) -> Any:
     """Uniform (0, 1) noise (B, vocab), a pure function of (row key, step, token id).
 
     torch.rand would tie a row's draws to its batch and rank; hashed counters do not, and
-    run inside a CUDA graph like rand does. `keys` (B,) and `step` (1,) are int64 tensors.
+    run inside a CUDA graph like rand does. `keys` (B,) and `step` (B,) or (1,) are int64
+    tensors (each row counts its own steps under continuous batching).
     """
     import torch
 
@@ -154,29 +162,94 @@ def _rotate(x: Any, cos: Any, sin: Any) -> Any:
     return x * cos + rotated * sin
 
 
-class _Buffers:
-    """Device state of one (batch, cache length) bucket: KV cache, inputs, outputs, counters."""
+def _flash_ready(x: Any) -> bool:
+    """The varlen flash kernel runs on CUDA, in half precision only."""
+    import torch
 
-    def __init__(self, lay: _Layout, rows: int, length: int, new: int, device: Any, dtype: Any):
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+
+
+def cached_attention(
+    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
+) -> Any:
+    """Row b's query q[b] (heads, D) against the first seen[b] slots of cache region rows[b].
+
+    Caches are ((regions x length), kv_heads, D). On GPUs the varlen flash kernel reads each
+    row's own slots only (`seqused_k`); elsewhere SDPA attends over the row's region, masked.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    batch, heads, dim = q.shape
+    kv_heads = keys.shape[1]
+    if _flash_ready(q):
+        starts = (rows * length).to(torch.int32)  # rows come sorted: offsets never decrease
+        cu_k = torch.cat([starts, starts[-1:] + length])
+        cu_q = torch.arange(batch + 1, device=q.device, dtype=torch.int32)
+        out = torch.ops.aten._flash_attention_forward(
+            q, keys, values, cu_q, cu_k, 1, length, 0.0, False, False,
+            scale=scale, seqused_k=seen.to(torch.int32),
+        )  # fmt: skip
+        return out[0]
+    k = keys.view(-1, length, kv_heads, dim)[rows].transpose(1, 2)
+    v = values.view(-1, length, kv_heads, dim)[rows].transpose(1, 2)
+    visible = torch.arange(length, device=q.device)[None, :] < seen[:, None]
+    # fold each KV group's query heads into the query axis: no repeated K/V
+    o = F.scaled_dot_product_attention(
+        q.view(batch, kv_heads, heads // kv_heads, dim), k, v,
+        attn_mask=visible[:, None, None, :], scale=scale,
+    )  # fmt: skip
+    return o.reshape(batch, heads, dim)
+
+
+def packed_attention(q: Any, k: Any, v: Any, bounds: list[int], scale: float) -> Any:
+    """Causal attention within each of the prompts packed back to back in q (N, heads, D) and
+    k, v (N, kv_heads, D); prompt i spans [bounds[i], bounds[i+1])."""
+    import torch
+    import torch.nn.functional as F
+
+    if _flash_ready(q):
+        cu = torch.tensor(bounds, device=q.device, dtype=torch.int32)
+        longest = max(b - a for a, b in itertools.pairwise(bounds))
+        return torch.ops.aten._flash_attention_forward(
+            q, k, v, cu, cu, longest, longest, 0.0, True, False, scale=scale
+        )[0]
+    parts = []
+    for a, b in itertools.pairwise(bounds):
+        qa, ka, va = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qa, ka, va, is_causal=True, scale=scale, enable_gqa=True)
+        parts.append(o[0].transpose(0, 1))
+    return torch.cat(parts)
+
+
+class _Pool:
+    """Device state of up to `rows` completions in flight: one cache region of `length` slots
+    per row, plus a scratch row that padding entries of a batch point at (its limit is 0, so
+    it never writes anything real). Per row: the token to feed next, its cache slot (`pos`),
+    the index of the token it samples next (`step`), its noise key, its length limit and
+    whether it sampled EOS; outputs are (rows, length), column length - 1 being scratch."""
+
+    def __init__(self, lay: _Layout, rows: int, length: int, device: Any, dtype: Any):
         import torch
 
-        shape = (rows, lay.kv_heads, length, lay.head_dim)
+        shape = ((rows + 1) * length, lay.kv_heads, lay.head_dim)
+        self.rows, self.length, self.dtype, self.device = rows, length, dtype, device
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in lay.layers]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in lay.layers]
-        self.token = torch.zeros((rows, 1), device=device, dtype=torch.long)
-        self.pad = torch.zeros((rows,), device=device, dtype=torch.long)
-        self.row_keys = torch.zeros((rows,), device=device, dtype=torch.long)
-        self.slot = torch.zeros((1,), device=device, dtype=torch.long)
-        self.step = torch.zeros((1,), device=device, dtype=torch.long)
-        self.out_tokens = torch.zeros((rows, new), device=device, dtype=torch.long)
-        self.out_logp = torch.zeros((rows, new), device=device, dtype=torch.float32)
-        self.keys_range = torch.arange(length, device=device)
-        self.graph: Any = None
+        counters = {"device": device, "dtype": torch.long}
+        self.token, self.pos, self.step, self.key, self.limit = (
+            torch.zeros(rows + 1, **counters) for _ in range(5)
+        )
+        self.stopped = torch.zeros(rows + 1, device=device, dtype=torch.bool)
+        self.out_tokens = torch.zeros((rows + 1, length), **counters)
+        self.out_logp = torch.zeros((rows + 1, length), device=device, dtype=torch.float32)
+        self.eos = torch.full((1,), -1, **counters)
+        self.graphs: dict[tuple[int, float, float], tuple[Any, Any]] = {}
 
 
 @register_engine("static")
 class StaticCacheEngine:
-    """Batched sampling over a preallocated KV cache, decode steps replayed as CUDA graphs."""
+    """Continuous batching over a preallocated KV cache, decode steps replayed as CUDA graphs."""
 
     def __init__(
         self,
@@ -186,21 +259,22 @@ class StaticCacheEngine:
         cuda_graphs: bool = True,
         compile: bool = True,
         check_every: int = 16,
+        prefix_sharing: bool = True,
     ):
         self.model, self.tokenizer = sampling_module(model), tokenizer
         self.max_batch, self.check_every = max_batch, check_every
-        self.cuda_graphs, self.compile = cuda_graphs, compile
+        self.cuda_graphs, self.compile, self.prefix_sharing = cuda_graphs, compile, prefix_sharing
         self._compiled: Any = None
         self._samplers: dict[tuple[float, float], Any] = {}
         self.layout = _layout(self.model)
-        self._buckets: dict[tuple[int, int, int, float, float], _Buffers] = {}
+        self._pool: _Pool | None = None
 
     def sync_weights(self, model: Any) -> None:
         """The engine runs the policy's own modules (under ZeRO-3 a dense replica, refreshed in
         place so captured graphs stay valid); a new module object needs a new layout."""
         current = sampling_module(model, self.model)
         if current is not self.model:
-            self.model, self.layout, self._buckets = current, _layout(current), {}
+            self.model, self.layout, self._pool = current, _layout(current), None
             self._compiled = None
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
@@ -211,199 +285,285 @@ class StaticCacheEngine:
         ]
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} prompt seeds for {len(prompts)} prompts")
-        expanded = [
-            (i, row_key(seeds[i], j), ids) for i, ids in enumerate(prompts) for j in range(n)
-        ]
+        total = len(prompts) * n
+        limits = list(sampling.lengths or [sampling.max_new_tokens] * total)
+        if len(limits) != total or not all(1 <= x <= sampling.max_new_tokens for x in limits):
+            raise ValueError(
+                f"lengths must give each of the {total} completions 1..{sampling.max_new_tokens} "
+                "tokens"
+            )
+        if not prompts:
+            return []
+        samples = [(i, row_key(seeds[i], j)) for i in range(len(prompts)) for j in range(n)]
+        eos = None if sampling.ignore_eos or sampling.lengths else self.tokenizer.eos_token_id
         device = next(self.model.parameters()).device
+        pool = self._pool_for(
+            min(self.max_batch, total), max(map(len, prompts)) + sampling.max_new_tokens + 1, device
+        )
+        pool.eos.fill_(-1 if eos is None else eos)
+        waiting, running = deque(range(total)), {}  # running: pool row -> sample index
+        free = list(range(pool.rows - 1, -1, -1))
+        out: list[Completion | None] = [None] * total
         was_training = self.model.training
         self.model.eval()
-        out: list[Completion] = []
         try:
             with torch.no_grad():
-                for start in range(0, len(expanded), self.max_batch):
-                    out += self._batch(expanded[start : start + self.max_batch], sampling, device)
+                while waiting or running:
+                    admitted = [
+                        (free.pop(), waiting.popleft()) for _ in range(min(len(free), len(waiting)))
+                    ]
+                    if admitted:
+                        self._prefill(pool, admitted, samples, limits, prompts, sampling)
+                        running.update(admitted)
+                    self._decode(pool, sorted(running), self.check_every, sampling)
+                    for row, completion in self._harvest(
+                        pool, running, samples, eos, sampling.logprobs
+                    ):
+                        out[running.pop(row)] = completion
+                        free.append(row)
         finally:
             self.model.train(was_training)
-        return out
+        return [c for c in out if c is not None]
 
-    # -- one batch -------------------------------------------------------------------------
+    # -- the pool ----------------------------------------------------------------------------
 
-    def _attend(
-        self, buf: _Buffers, index: int, x: Any, rope: tuple[Any, Any], mask: Any, slots: Any
-    ) -> Any:
-        """One decoder layer over tokens x (B, T) written at cache `slots` (T,)."""
-        import torch.nn.functional as F
+    def _pool_for(self, rows: int, length: int, device: Any) -> _Pool:
+        """The live pool if it holds `rows` regions of `length` slots, else a new one (only one
+        lives: a cache is large on real models). On GPUs sizes are rounded up, so that the
+        captured graphs serve the next calls too."""
+        if device.type == "cuda":
+            rows = min(self.max_batch, max(8, 1 << math.ceil(math.log2(rows))))
+            length = 64 * math.ceil(length / 64)
+        dtype = next(self.model.parameters()).dtype
+        pool = self._pool
+        if pool is None or pool.rows < rows or pool.length < length or pool.dtype != dtype:
+            self._pool = pool = None  # free the old cache before the new one is allocated
+            pool = self._pool = _Pool(self.layout, rows, length, device, dtype)
+        return pool
 
+    def _bucket(self, pool: _Pool, live: int) -> int:
+        """The batch size a decode step runs at: on GPUs the smallest power of two (at least 8,
+        at most the pool) that holds the live rows, so a few captured graphs serve every mix."""
+        if pool.device.type != "cuda" or not self.cuda_graphs:
+            return live
+        return min(pool.rows, max(8, 1 << math.ceil(math.log2(live))))
+
+    # -- one admission, decode burst and harvest -----------------------------------------------
+
+    def _layers(self, x: Any, positions: Any, attend: Any) -> Any:
+        """Every decoder layer over tokens x (N, hidden) at `positions` (N,); attend(index,
+        q, k, v) stores the layer's K/V and returns its attention output (N, heads, D)."""
         lay = self.layout
-        layer = lay.layers[index]
-        attn = layer.self_attn
-        rows, width, _ = x.shape
-        group = lay.heads // lay.kv_heads
-        cos, sin = rope
-        h = layer.input_layernorm(x)
-        q = attn.q_proj(h).view(rows, width, lay.heads, lay.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(rows, width, lay.kv_heads, lay.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(rows, width, lay.kv_heads, lay.head_dim).transpose(1, 2)
-        if hasattr(attn, "q_norm"):
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        buf.keys[index].index_copy_(2, slots, k.to(buf.keys[index].dtype))
-        buf.values[index].index_copy_(2, slots, v.to(buf.values[index].dtype))
-        # fold each KV group's query heads into the query axis: no repeated K/V
-        q = q.reshape(rows, lay.kv_heads, group * width, lay.head_dim)
-        o = F.scaled_dot_product_attention(
-            q, buf.keys[index], buf.values[index], attn_mask=mask, scale=lay.scaling
+        tokens = x.shape[0]
+        cos, sin = lay.rotary(x[None], positions[None])
+        cos, sin = cos[0][:, None], sin[0][:, None]  # rotary made once, not once per layer
+        for index, layer in enumerate(lay.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(tokens, lay.heads, lay.head_dim)
+            k = attn.k_proj(h).view(tokens, lay.kv_heads, lay.head_dim)
+            v = attn.v_proj(h).view(tokens, lay.kv_heads, lay.head_dim)
+            if hasattr(attn, "q_norm"):
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            o = attend(index, q, k, v)
+            x = x + attn.o_proj(o.reshape(tokens, lay.heads * lay.head_dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x
+
+    def _prefill(
+        self,
+        pool: _Pool,
+        admitted: list[tuple[int, int]],
+        samples: list[tuple[int, int]],
+        limits: list[int],
+        prompts: list[list[int]],
+        sampling: Sampling,
+    ) -> None:
+        """Start (pool row, sample index) pairs: each distinct prompt among them (each row,
+        without prefix sharing) runs once through the model, packed back to back; its K/V go
+        to the regions of all its rows, and each row draws its first token from its logits."""
+        import torch
+
+        lay, device, length = self.layout, pool.device, pool.length
+        groups: dict[Any, tuple[int, list[int]]] = {}  # who shares a prefill: (prompt, rows)
+        for row, index in admitted:
+            prompt = samples[index][0]
+            groups.setdefault(prompt if self.prefix_sharing else row, (prompt, []))[1].append(row)
+        owners = {row: u for u, (_, rows) in enumerate(groups.values()) for row in rows}
+        ids = [prompts[prompt] for prompt, _ in groups.values()]
+        bounds = [0]
+        for prompt in ids:
+            bounds.append(bounds[-1] + len(prompt))
+        src, dst = [], []
+        for u, (_, rows) in enumerate(groups.values()):
+            span = range(bounds[u], bounds[u + 1])
+            for row in rows:
+                src += span
+                dst += range(row * length, row * length + len(span))
+        tokens = torch.tensor([t for prompt in ids for t in prompt], device=device)
+        positions = torch.cat([torch.arange(len(p), device=device) for p in ids])
+        src_t, dst_t = torch.tensor(src, device=device), torch.tensor(dst, device=device)
+
+        def attend(index: int, q: Any, k: Any, v: Any) -> Any:
+            pool.keys[index].index_copy_(0, dst_t, k[src_t].to(pool.dtype))
+            pool.values[index].index_copy_(0, dst_t, v[src_t].to(pool.dtype))
+            return packed_attention(q, k, v, bounds, lay.scaling)
+
+        x = self._layers(lay.embed(tokens), positions, attend)
+        last = torch.tensor(bounds[1:], device=device) - 1
+        logits = lay.lm_head(lay.norm(x[last]))
+        rows = [row for row, _ in admitted]
+        rows_t = torch.tensor(rows, device=device)
+        keys = torch.tensor([samples[index][1] for _, index in admitted], device=device)
+        first, logp = self._draw(
+            logits[torch.tensor([owners[r] for r in rows], device=device)],
+            keys,
+            torch.zeros_like(keys),
+            sampling,
         )
-        o = o.reshape(rows, lay.heads, width, lay.head_dim).transpose(1, 2)
-        x = x + attn.o_proj(o.reshape(rows, width, lay.heads * lay.head_dim))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        pool.token.index_copy_(0, rows_t, first)
+        pool.pos.index_copy_(
+            0, rows_t, torch.tensor([len(ids[owners[r]]) for r in rows], device=device)
+        )
+        pool.step.index_fill_(0, rows_t, 1)
+        pool.key.index_copy_(0, rows_t, keys)
+        pool.limit.index_copy_(
+            0, rows_t, torch.tensor([limits[index] for _, index in admitted], device=device)
+        )
+        pool.stopped.index_copy_(0, rows_t, first == pool.eos)
+        pool.out_tokens[rows_t, 0], pool.out_logp[rows_t, 0] = first, logp
 
-    def _logits(self, buf: _Buffers, tokens: Any, positions: Any, slots: Any) -> Any:
-        """Last-position logits of tokens (B, T) at cache `slots`; rotary and mask made once."""
+    def _decode_logits(self, pool: _Pool, token: Any, pos: Any, slot: Any, live: Any) -> Any:
+        """Logits of one new token per live row, its K/V written at `slot` first."""
         lay = self.layout
-        x = lay.embed(tokens)
-        cos, sin = lay.rotary(x, positions)
-        rope = (cos[:, None], sin[:, None])
-        # a query sees keys from its row's first real token up to its own slot; a padding
-        # query sees only itself, so nothing is all-masked (which would make NaNs)
-        keys = buf.keys_range[None, None, :]
-        visible = (keys >= buf.pad[:, None, None]) | (keys == slots[None, :, None])
-        visible &= keys <= slots[None, :, None]  # (B, T, L)
-        mask = visible[:, None].repeat(1, 1, lay.heads // lay.kv_heads, 1)
-        for index in range(len(lay.layers)):
-            x = self._attend(buf, index, x, rope, mask, slots)
-        return lay.lm_head(lay.norm(x[:, -1]))
+        seen = pos + 1
 
-    def _decode_step(self, buf: _Buffers, sampling: Sampling) -> None:
-        """Feed buf.token at buf.slot, sample the next token into the outputs: no host sync."""
-        positions = (buf.slot - buf.pad)[:, None]
-        forward = self._logits
-        if self.compile and buf.token.device.type == "cuda":
+        def attend(index: int, q: Any, k: Any, v: Any) -> Any:
+            pool.keys[index].index_copy_(0, slot, k.to(pool.dtype))
+            pool.values[index].index_copy_(0, slot, v.to(pool.dtype))
+            return cached_attention(
+                q, pool.keys[index], pool.values[index], live, seen, pool.length, lay.scaling
+            )
+
+        return lay.lm_head(lay.norm(self._layers(lay.embed(token), pos, attend)))
+
+    def _decode_step(self, pool: _Pool, live: Any, sampling: Sampling) -> None:
+        """One token for each row in `live`: no host synchronisation. A row past its limit or
+        its EOS (and the scratch row) writes only to scratch slots until it is harvested."""
+        import torch
+
+        token, pos, step = pool.token[live], pool.pos[live], pool.step[live]
+        writing = (step < pool.limit[live]) & ~pool.stopped[live]
+        slot = torch.where(writing, live * pool.length + pos, pool.rows * pool.length)
+        forward = self._decode_logits
+        if self.compile and pool.device.type == "cuda":
             if self._compiled is None:  # fuses norms, rotary and activations: fewer kernels
-                import torch
-
-                self._compiled = torch.compile(self._logits, dynamic=False)
+                self._compiled = torch.compile(self._decode_logits)
             forward = self._compiled
-        logits = forward(buf, buf.token, positions, buf.slot)
-        token, logp = self._sample(logits, buf.row_keys, buf.step, sampling)
-        buf.out_tokens.index_copy_(1, buf.step, token[:, None])
-        buf.out_logp.index_copy_(1, buf.step, logp[:, None])
-        buf.token.copy_(token[:, None])
-        buf.slot.add_(1)
-        buf.step.add_(1)
+        logits = forward(pool, token, pos, slot, live)
+        new, logp = self._sample(logits, pool.key[live], step, sampling)
+        column = torch.where(writing, step, pool.length - 1)
+        pool.out_tokens.index_put_((live, column), new)
+        pool.out_logp.index_put_((live, column), logp)
+        pool.stopped.index_copy_(0, live, pool.stopped[live] | (writing & (new == pool.eos)))
+        pool.token.index_copy_(0, live, torch.where(writing, new, token))
+        pool.pos.index_copy_(0, live, pos + writing)
+        pool.step.index_copy_(0, live, step + writing)
+
+    def _draw(self, logits: Any, keys: Any, step: Any, sampling: Sampling) -> tuple[Any, Any]:
+        noise = None
+        if sampling.temperature > 0:
+            noise = keyed_uniform(keys, step, logits.shape[-1])
+        return sample_tokens(logits, sampling.temperature, sampling.top_p, noise)
 
     def _sample(self, logits: Any, keys: Any, step: Any, sampling: Sampling) -> tuple[Any, Any]:
         """Tokens drawn with keyed noise; on GPUs compiled into a few fused kernels."""
-
-        def draw(logits: Any, keys: Any, step: Any) -> tuple[Any, Any]:
-            noise = None
-            if sampling.temperature > 0:
-                noise = keyed_uniform(keys, step, logits.shape[-1])
-            return sample_tokens(logits, sampling.temperature, sampling.top_p, noise)
-
         if not (self.compile and logits.device.type == "cuda"):
-            return draw(logits, keys, step)
+            return self._draw(logits, keys, step, sampling)
         import torch
 
         key = (sampling.temperature, sampling.top_p)
         if key not in self._samplers:
-            self._samplers[key] = torch.compile(draw, dynamic=False)
+            self._samplers[key] = torch.compile(lambda lg, k, s: self._draw(lg, k, s, sampling))
         return self._samplers[key](logits, keys, step)
 
-    def _bucket(self, rows: int, prompt_width: int, sampling: Sampling, device: Any) -> _Buffers:
-
-        new = sampling.max_new_tokens
-        rows_b = rows if device.type != "cuda" else max(8, 1 << math.ceil(math.log2(rows)))
-        width_b = prompt_width if device.type != "cuda" else 64 * math.ceil(prompt_width / 64)
-        key = (rows_b, width_b, new, sampling.temperature, sampling.top_p)
-        if key not in self._buckets:
-            dtype = next(self.model.parameters()).dtype
-            self._buckets = {  # one live bucket: a cache is large on real models
-                key: _Buffers(self.layout, rows_b, width_b + new, new, device, dtype)
-            }
-        return self._buckets[key]
-
-    def _batch(
-        self, items: list[tuple[int, int, list[int]]], sampling: Sampling, device: Any
-    ) -> list[Completion]:
-        """Rows of (prompt index, noise key, prompt ids), sampled together."""
+    def _decode(self, pool: _Pool, rows: list[int], steps: int, sampling: Sampling) -> None:
+        """`steps` decode steps over the running rows (sorted), padded with the scratch row to
+        the batch size of a captured graph."""
         import torch
 
-        pad_id, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        eos = None if sampling.ignore_eos else eos
-        new = sampling.max_new_tokens
-        buf = self._bucket(len(items), max(len(ids) for *_, ids in items), sampling, device)
-        rows, width = buf.token.shape[0], buf.keys_range.shape[0] - new
-        prompt = torch.full((rows, width), pad_id, dtype=torch.long)
-        pad = torch.full((rows,), width - 1, dtype=torch.long)  # filler rows: one pad token
-        keys = torch.zeros((rows,), dtype=torch.long)
-        for row, (_, key, ids) in enumerate(items):
-            prompt[row, width - len(ids) :] = torch.tensor(ids)
-            pad[row] = width - len(ids)
-            keys[row] = key
-        buf.pad.copy_(pad)
-        buf.row_keys.copy_(keys)
-        buf.step.zero_()
-        slots = torch.arange(width, device=device)
-        positions = (slots[None, :] - buf.pad[:, None]).clamp(min=0)
-        logits = self._logits(buf, prompt.to(device), positions, slots)
-        token, logp = self._sample(logits, buf.row_keys, buf.step, sampling)
-        buf.out_tokens.zero_()
-        buf.out_tokens[:, 0], buf.out_logp[:, 0] = token, logp
-        buf.token.copy_(token[:, None])
-        buf.slot.fill_(width)
-        buf.step.fill_(1)
-        done = 1
-        step_fn = self._graph_step(buf, sampling, device) if new > 1 else None
-        while step_fn is not None and done < new:
-            burst = min(self.check_every, new - done)
-            for _ in range(burst):
-                step_fn()
-            done += burst
-            if eos is not None and bool((buf.out_tokens[: len(items), :done] == eos).any(-1).all()):
-                break
-        tokens = buf.out_tokens[: len(items), :done].cpu()
-        logps = buf.out_logp[: len(items), :done].cpu()
-        return [
-            cut_at_eos(
-                prompt_index,
-                tokens[row].tolist(),
-                logps[row].tolist() if sampling.logprobs else None,
-                eos,
-                self.tokenizer,
-            )
-            for row, (prompt_index, *_) in enumerate(items)
-        ]
+        if not rows:
+            return
+        size = self._bucket(pool, len(rows))
+        live = torch.tensor(rows + [pool.rows] * (size - len(rows)), device=pool.device)
+        if pool.device.type != "cuda" or not self.cuda_graphs:
+            for _ in range(steps):
+                self._decode_step(pool, live, sampling)
+            return
+        graph, captured_live = self._graph(pool, size, sampling)
+        captured_live.copy_(live)
+        for _ in range(steps):
+            graph.replay()
 
-    def _graph_step(self, buf: _Buffers, sampling: Sampling, device: Any) -> Any:
-        """The decode step as a callable: a replayed CUDA graph on GPUs, eager elsewhere."""
+    def _graph(self, pool: _Pool, size: int, sampling: Sampling) -> tuple[Any, Any]:
+        """The decode step at batch `size`, captured once. Warm-up and capture run over the
+        scratch row only, so they write nothing a real row reads."""
         import torch
 
-        if device.type != "cuda" or not self.cuda_graphs:
-            return lambda: self._decode_step(buf, sampling)
-        if buf.graph is None:
-            # warm-up and capture each run one real step from the state prefill left, which
-            # is then restored: nothing is written past the first decode slot
-            live = (buf.token, buf.slot, buf.step, buf.out_tokens, buf.out_logp)
-            state = [t.clone() for t in live]
-
-            def restore() -> None:
-                for tensor, saved in zip(live, state, strict=True):
-                    tensor.copy_(saved)
-
+        key = (size, sampling.temperature, sampling.top_p)
+        if key not in pool.graphs:
+            live = torch.full((size,), pool.rows, device=pool.device, dtype=torch.long)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                for _ in range(2):  # warm up kernels and allocator before capture
-                    restore()
-                    self._decode_step(buf, sampling)
+                for _ in range(2):  # warm up kernels, compilation and allocator before capture
+                    self._decode_step(pool, live, sampling)
             torch.cuda.current_stream().wait_stream(side)
-            restore()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self._decode_step(buf, sampling)
-            restore()
-            buf.graph = graph
-            rows, slots = buf.token.shape[0], buf.keys_range.shape[0]
-            log.info("captured the decode step for %d rows x %d cache slots", rows, slots)
-        return buf.graph.replay
+                self._decode_step(pool, live, sampling)
+            pool.graphs[key] = (graph, live)
+            log.info("captured the decode step for %d rows x %d cache slots", size, pool.length)
+        return pool.graphs[key]
+
+    def _harvest(
+        self,
+        pool: _Pool,
+        running: dict[int, int],
+        samples: list[tuple[int, int]],
+        eos: int | None,
+        logprobs: bool,
+    ) -> list[tuple[int, Completion]]:
+        """(row, completion) for each running row that sampled EOS or reached its limit."""
+        import torch
+
+        rows = sorted(running)
+        if not rows:
+            return []
+        index = torch.tensor(rows, device=pool.device)
+        state = torch.stack([pool.step[index], pool.limit[index], pool.stopped[index].long()])
+        done = [
+            (row, step)
+            for row, step, limit, stopped in zip(rows, *state.cpu().tolist(), strict=True)
+            if stopped or step >= limit
+        ]
+        if not done:
+            return []
+        width = max(step for _, step in done)
+        picked = torch.tensor([row for row, _ in done], device=pool.device)
+        tokens = pool.out_tokens[picked, :width].cpu().tolist()
+        logps = pool.out_logp[picked, :width].cpu().tolist()
+        return [
+            (
+                row,
+                cut_at_eos(
+                    samples[running[row]][0],
+                    toks[:step],
+                    lps[:step] if logprobs else None,
+                    eos,
+                    self.tokenizer,
+                ),
+            )
+            for (row, step), toks, lps in zip(done, tokens, logps, strict=True)
+        ]

@@ -21,7 +21,7 @@ from typing import Any
 
 from r1forge.errors import ConfigError
 from r1forge.io import free_port
-from r1forge.rollout import Completion, Sampling, register_engine
+from r1forge.rollout import Completion, Sampling, refuse_lengths, register_engine
 
 log = logging.getLogger("r1forge.rollout")
 
@@ -96,6 +96,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        refuse_lengths(sampling, "vllm")
         greedy = sampling.temperature <= 0
         # vLLM refuses n > 1 with greedy decoding: send each prompt n times instead
         copies = n if greedy else 1
