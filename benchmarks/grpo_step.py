@@ -10,14 +10,21 @@ cache (which it compiles) against r1forge's engine, as decode milliseconds per s
 to the memory-bandwidth floor of a decode step (weights + KV cache read once, at the copy
 bandwidth measured in the same run).
 
+With `--lengths`, completions are not forced to full length but to lengths drawn from a
+long-tailed distribution between 64 tokens and `--new-tokens` (the same lengths on both
+sides: r1forge's engine stops each row at its length, TRL's `generate` is made to emit EOS
+there), which is where a static batch that waits for its longest row loses.
+
     python benchmarks/grpo_step.py --out benchmarks/results/grpo_step.json
     python benchmarks/grpo_step.py --tiny      # a CPU smoke run of every part
+    python benchmarks/grpo_step.py --only r1forge,trl --lengths --new-tokens 1024
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import random
 import statistics
 import sys
@@ -54,14 +61,33 @@ def random_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[
     return [[rng.randrange(3, vocab) for _ in range(length)] for _ in range(n)]
 
 
-class FullLength:
-    """Wraps a rollout engine so every completion runs to max_new_tokens (EOS ignored)."""
+def draw_lengths(count: int, shortest: int, longest: int, seed: int = 0) -> list[int]:
+    """Long-tailed completion lengths: log-normal with its median at 1/8 of the longest,
+    clipped to [shortest, longest] (a few rows hit the cap, as in R1-style sampling)."""
+    rng = random.Random(seed)
+    median = math.log(longest / 8)
+    return [
+        min(longest, max(shortest, round(math.exp(rng.gauss(median, 1.0))))) for _ in range(count)
+    ]
 
-    def __init__(self, engine: Any):
-        self.engine = engine
+
+def bench_lengths(args: argparse.Namespace) -> list[int] | None:
+    """The forced completion lengths of one step (None: every row at --new-tokens)."""
+    if not args.lengths:
+        return None
+    return draw_lengths(args.prompts * args.samples, max(1, args.new_tokens // 64), args.new_tokens)
+
+
+class FullLength:
+    """Wraps a rollout engine so every completion runs to its forced length (EOS ignored):
+    max_new_tokens, or each row's own length when `lengths` are given."""
+
+    def __init__(self, engine: Any, lengths: list[int] | None = None):
+        self.engine, self.lengths = engine, tuple(lengths) if lengths else None
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Any) -> list[Any]:
-        return self.engine.generate(prompts, n, dataclasses.replace(sampling, ignore_eos=True))
+        forced = dataclasses.replace(sampling, ignore_eos=True, lengths=self.lengths)
+        return self.engine.generate(prompts, n, forced)
 
     def sync_weights(self, model: Any) -> None:
         self.engine.sync_weights(model)
@@ -123,7 +149,7 @@ def run_r1forge(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> di
         {},
         cfg,
         dist=dist,
-        make_engine=lambda m: FullLength(StaticCacheEngine(m, tok)),
+        make_engine=lambda m: FullLength(StaticCacheEngine(m, tok), bench_lengths(args)),
         reference=None,
         checkpoints=None,
         resume=False,
@@ -131,7 +157,7 @@ def run_r1forge(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> di
     )
     step_seconds = [b - a for a, b in zip([began, *stamps], stamps, strict=False)][args.warmup :]
     steady = rows[args.warmup :]
-    completion_tokens = args.prompts * args.samples * args.new_tokens
+    completion_tokens = completion_tokens_per_step(args)
     return {
         "seconds_per_step": statistics.median(step_seconds),
         "step_seconds": step_seconds,
@@ -140,6 +166,42 @@ def run_r1forge(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> di
         "completion_length": statistics.mean(r["completion_length"] for r in steady),
         "rollout_engine": "static (CUDA-graph decode)" if cuda else "static (eager)",
     }
+
+
+def completion_tokens_per_step(args: argparse.Namespace) -> int:
+    lengths = bench_lengths(args)
+    return sum(lengths) if lengths else args.prompts * args.samples * args.new_tokens
+
+
+def force_eos_at(model: Any, lengths: list[int], eos: int) -> None:
+    """Make `model.generate` (as TRL calls it) end row i with EOS after exactly lengths[i]
+    tokens: EOS is forbidden before and forced there, so TRL masks what follows."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class EosAt(LogitsProcessor):
+        def __init__(self, width: int):
+            self.width = width
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            made = input_ids.shape[1] - self.width  # tokens generated so far
+            limits = torch.tensor(lengths, device=scores.device)
+            limits = limits.repeat(math.ceil(scores.shape[0] / len(lengths)))[: scores.shape[0]]
+            scores[:, eos] = torch.where(limits - 1 > made, float("-inf"), scores[:, eos])
+            end = limits - 1 == made
+            scores[end] = float("-inf")
+            scores[end, eos] = 0.0
+            return scores
+
+    generate = model.generate
+
+    def forced(*args: Any, **kwargs: Any) -> Any:
+        width = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]
+        processors = kwargs.get("logits_processor") or LogitsProcessorList()
+        kwargs["logits_processor"] = LogitsProcessorList([*processors, EosAt(width)])
+        return generate(*args, **kwargs)
+
+    model.generate = forced
 
 
 def run_trl(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> dict[str, Any]:
@@ -154,6 +216,9 @@ def run_trl(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> dict[s
     )
     model.config.use_cache = True
     model.set_attn_implementation("sdpa")
+    lengths = bench_lengths(args)
+    if lengths:
+        force_eos_at(model, lengths, tok.eos_token_id)
     steps = args.warmup + args.steps
     texts = [
         " ".join(f"t{t}" for t in ids)
@@ -173,7 +238,7 @@ def run_trl(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> dict[s
             per_device_train_batch_size=args.prompts * args.samples,
             num_generations=args.samples,
             max_completion_length=args.new_tokens,
-            generation_kwargs={"min_new_tokens": args.new_tokens},
+            generation_kwargs={} if lengths else {"min_new_tokens": args.new_tokens},
             temperature=1.0,
             beta=0.0,
             loss_type="dapo",
@@ -198,12 +263,18 @@ def run_trl(args: argparse.Namespace, shape: dict[str, int], tok: Any) -> dict[s
         )
         began = time.perf_counter()
         trainer.train()
+        logged = [
+            r["completions/mean_length"]
+            for r in trainer.state.log_history
+            if "completions/mean_length" in r
+        ]
     step_seconds = [b - a for a, b in zip([began, *stamps], stamps, strict=False)][args.warmup :]
-    completion_tokens = args.prompts * args.samples * args.new_tokens
+    completion_tokens = completion_tokens_per_step(args)
     return {
         "seconds_per_step": statistics.median(step_seconds),
         "step_seconds": step_seconds,
         "completion_tokens_per_s": completion_tokens / statistics.median(step_seconds),
+        "completion_length": statistics.mean(logged[args.warmup :]) if logged else None,
         "generation": "transformers generate (TRL defaults)",
     }
 
@@ -344,7 +415,14 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=32, help="r1forge rows per backward")
     parser.add_argument("--gen-warmup", type=int, default=2)
     parser.add_argument("--gen-repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["r1forge", "trl", "generation"], default=None)
+    parser.add_argument(
+        "--only", default=None, help="comma-separated parts to run: r1forge, trl, generation"
+    )
+    parser.add_argument(
+        "--lengths",
+        action="store_true",
+        help="completions of long-tailed drawn lengths up to --new-tokens, not all full length",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.tiny:
@@ -366,7 +444,8 @@ def main() -> None:
             "samples_per_prompt": args.samples,
             "prompt_len": args.prompt_len,
             "completion_tokens": args.new_tokens,
-            "forced_full_length": True,
+            "forced_full_length": not args.lengths,
+            "forced_lengths": bench_lengths(args),
             "loss": "dapo, clip 0.2/0.28, beta 0, one update per batch",
             "timed_steps": args.steps,
             "warmup_steps": args.warmup,
@@ -375,7 +454,7 @@ def main() -> None:
     }
     failed = False
     for part, run in (("trl", run_trl), ("r1forge", run_r1forge), ("generation", run_generation)):
-        if args.only not in (None, part):
+        if args.only and part not in args.only.split(","):
             continue
         try:  # one part failing still leaves the others' figures
             report[part] = run(args, shape, tok)
