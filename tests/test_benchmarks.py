@@ -54,6 +54,85 @@ def test_grpo_step_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_grpo_step_at_drawn_lengths_smoke(tmp_path: Path) -> None:
+    """--lengths: both sides generate exactly the drawn lengths (TRL made to emit EOS there)."""
+    out = tmp_path / "grpo.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/grpo_step.py"),
+            "--tiny",
+            "--lengths",
+            "--only",
+            "r1forge,trl",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    lengths = report["config"]["forced_lengths"]
+    assert (
+        len(lengths) == 8 and len(set(lengths)) > 1 and not report["config"]["forced_full_length"]
+    )
+    mean = sum(lengths) / len(lengths)
+    assert report["r1forge"]["completion_length"] == pytest.approx(mean)
+    assert report["trl"]["completion_length"] == pytest.approx(mean)
+
+
+@pytest.mark.slow
+def test_rollout_lengths_smoke(tmp_path: Path) -> None:
+    """All three sides on the same drawn lengths; the engine now and the engine before the change
+    (from git history) report the log-probs a plain forward gives, fp32 on CPU."""
+    previous = tmp_path / "static_previous.py"
+    show = subprocess.run(
+        ["git", "show", "29fa76b:src/r1forge/rollout/static.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if show.returncode != 0:
+        pytest.skip(f"the previous engine's commit is not in this clone: {show.stderr}")
+    previous.write_text(show.stdout)
+    out = tmp_path / "rollout.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/rollout_lengths.py"),
+            "--tiny",
+            "--previous-engine",
+            str(previous),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for key in ("config", "versions", "gpu", "lengths", "ratio_vs_transformers"):
+        assert key in report
+    sides = ("r1forge_static_engine", "previous_engine", "transformers_static_compiled")
+    for side in sides:
+        assert report[side]["useful_tokens_per_s"] > 0
+    useful = sum(report["lengths"]["values"])
+    assert report["ratio_vs_previous_engine"] == pytest.approx(
+        report["previous_engine"]["seconds"] / report["r1forge_static_engine"]["seconds"]
+    )
+    assert report["r1forge_static_engine"]["useful_tokens_per_s"] == pytest.approx(
+        useful / report["r1forge_static_engine"]["seconds"]
+    )
+    for side in sides[:2]:
+        check = report["checks"][side]
+        assert check["greedy_agreement_with_transformers"] == 1.0
+        assert check["sampled_logprob_gap_max"] < 1e-4
+
+
+@pytest.mark.slow
 def test_recipe_quality_smoke(tmp_path: Path) -> None:
     out = tmp_path / "quality.json"
 

@@ -432,8 +432,9 @@ class GRPOConfig(TrainingStage):
     max_grad_norm: float = Field(1.0, gt=0)
     rollout_engine: RolloutEngineName = Field(
         "transformers",
-        description="transformers: HF generate; static: r1forge's static-KV-cache engine "
-        "(CUDA-graph decode on GPUs); vllm: vLLM's offline engine, weights synced in memory",
+        description="transformers: HF generate; static: r1forge's engine (continuous batching "
+        "over a preallocated KV cache, prefix sharing, CUDA-graph decode on GPUs); vllm: vLLM's "
+        "offline engine, weights synced in memory",
     )
     eval_every: int = Field(25, ge=1)
     eval_size: int = Field(200, ge=1, description="eval prompts per eval set")

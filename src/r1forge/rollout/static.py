@@ -169,10 +169,23 @@ def _flash_ready(x: Any) -> bool:
     return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
 
+def rows_index(rows: Any, seen: Any, length: int, flash: bool) -> tuple[Any, ...]:
+    """What a decode step's attention needs about its rows (cache regions `rows`, each seeing
+    its first `seen` slots), made once a step rather than once a layer: the varlen kernel's
+    offsets and key lengths, or the regions and their masks."""
+    import torch
+
+    if flash:
+        starts = (rows * length).to(torch.int32)  # rows come sorted: offsets never decrease
+        cu_q = torch.arange(rows.shape[0] + 1, device=rows.device, dtype=torch.int32)
+        return cu_q, torch.cat([starts, starts[-1:] + length]), seen.to(torch.int32)
+    return rows, torch.arange(length, device=rows.device)[None, :] < seen[:, None]
+
+
 def cached_attention(
-    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
+    q: Any, keys: Any, values: Any, index: tuple[Any, ...], length: int, scale: float
 ) -> Any:
-    """Row b's query q[b] (heads, D) against the first seen[b] slots of cache region rows[b].
+    """Row b's query q[b] (heads, D) against its own cache slots (see `rows_index`).
 
     Caches are ((regions x length), kv_heads, D). On GPUs the varlen flash kernel reads each
     row's own slots only (`seqused_k`); elsewhere SDPA attends over the row's region, masked.
@@ -183,17 +196,14 @@ def cached_attention(
     batch, heads, dim = q.shape
     kv_heads = keys.shape[1]
     if _flash_ready(q):
-        starts = (rows * length).to(torch.int32)  # rows come sorted: offsets never decrease
-        cu_k = torch.cat([starts, starts[-1:] + length])
-        cu_q = torch.arange(batch + 1, device=q.device, dtype=torch.int32)
+        cu_q, cu_k, seen = index
         out = torch.ops.aten._flash_attention_forward(
-            q, keys, values, cu_q, cu_k, 1, length, 0.0, False, False,
-            scale=scale, seqused_k=seen.to(torch.int32),
-        )  # fmt: skip
+            q, keys, values, cu_q, cu_k, 1, length, 0.0, False, False, scale=scale, seqused_k=seen
+        )
         return out[0]
+    rows, visible = index
     k = keys.view(-1, length, kv_heads, dim)[rows].transpose(1, 2)
     v = values.view(-1, length, kv_heads, dim)[rows].transpose(1, 2)
-    visible = torch.arange(length, device=q.device)[None, :] < seen[:, None]
     # fold each KV group's query heads into the query axis: no repeated K/V
     o = F.scaled_dot_product_attention(
         q.view(batch, kv_heads, heads // kv_heads, dim), k, v,
@@ -437,13 +447,14 @@ class StaticCacheEngine:
     def _decode_logits(self, pool: _Pool, token: Any, pos: Any, slot: Any, live: Any) -> Any:
         """Logits of one new token per live row, its K/V written at `slot` first."""
         lay = self.layout
-        seen = pos + 1
+        flash = _flash_ready(pool.keys[0])
+        rows = rows_index(live, pos + 1, pool.length, flash)
 
         def attend(index: int, q: Any, k: Any, v: Any) -> Any:
             pool.keys[index].index_copy_(0, slot, k.to(pool.dtype))
             pool.values[index].index_copy_(0, slot, v.to(pool.dtype))
             return cached_attention(
-                q, pool.keys[index], pool.values[index], live, seen, pool.length, lay.scaling
+                q, pool.keys[index], pool.values[index], rows, pool.length, lay.scaling
             )
 
         return lay.lm_head(lay.norm(self._layers(lay.embed(token), pos, attend)))
