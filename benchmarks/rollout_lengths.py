@@ -138,6 +138,22 @@ def run_engine(
     return run
 
 
+def extrapolated(
+    run: Any, lengths: list[int], spans: str, cuda: bool, into: dict[str, Any]
+) -> float:
+    """transformers' full-run time from two shorter runs of the same batch and cache shape
+    (rows cut at min(length, span)): a static-cache step attends over the whole cache and
+    decodes every row until the longest ends, so each step costs the same and the time is
+    linear in the number of steps; fitting two spans keeps prefill out of the slope."""
+    short, long = (int(x) for x in spans.split(","))
+    t_short = timed(lambda: run([min(x, short) for x in lengths]), 1, cuda)
+    t_long = timed(lambda: run([min(x, long) for x in lengths]), 1, cuda)
+    per_step = (t_long - t_short) / (long - short)
+    into["extrapolated_from"] = {"steps": [short, long], "seconds": [t_short, t_long]}
+    into["seconds_per_step"] = per_step
+    return t_short + per_step * (max(lengths) - short)
+
+
 def warmup_lengths(count: int, longest: int) -> list[int]:
     """Short lengths that still walk the live batch down through every size (captures each
     graph and compiles each shape before the timed run)."""
@@ -244,6 +260,12 @@ def main() -> None:
         "--sides", default=",".join(SIDES), help="comma-separated subset of " + ", ".join(SIDES)
     )
     parser.add_argument(
+        "--transformers-steps",
+        default=None,
+        help="SHORT,LONG: time transformers over that many steps only and extrapolate its full "
+        "run linearly (each of its steps costs the same); for a device-time budget",
+    )
+    parser.add_argument(
         "--no-checks", dest="checks", action="store_false", help="skip the engines' sampling checks"
     )
     parser.add_argument("--out", type=Path, default=None)
@@ -314,12 +336,16 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown side {side!r}; known: {', '.join(SIDES)}")
             run(warmup_lengths(rows, max(lengths)) if side != "previous_engine" else lengths)
-            seconds = timed(lambda run=run: run(lengths), 1, cuda)
-            report[side] = {
-                "seconds": seconds,
-                "useful_tokens_per_s": useful / seconds,
-                "decode_ms_per_step": 1000 * seconds / max(lengths),
-            }
+            report[side] = {}
+            if side == "transformers_static_compiled" and args.transformers_steps:
+                seconds = extrapolated(run, lengths, args.transformers_steps, cuda, report[side])
+            else:
+                seconds = timed(lambda run=run: run(lengths), 1, cuda)
+            report[side].update(
+                seconds=seconds,
+                useful_tokens_per_s=useful / seconds,
+                decode_ms_per_step=1000 * seconds / max(lengths),
+            )
             print(f"{side}: {seconds:.2f} s, {useful / seconds:,.0f} useful tok/s", flush=True)
             save(report, args.out)  # a run cut short still leaves the sides it finished
         except Exception as error:  # one side failing still leaves the others' figures
