@@ -294,6 +294,42 @@ def timed(fn: Any, repeats: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
+def static_generate(model: Any, batch: Any, new: int, **extra: Any) -> Any:
+    """transformers' `generate` at T=1 with a static cache (which it compiles): the peer."""
+    import torch
+
+    with torch.no_grad():
+        return model.generate(
+            input_ids=batch,
+            attention_mask=torch.ones_like(batch),
+            max_new_tokens=new,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            cache_implementation="static",
+            use_cache=True,
+            pad_token_id=0,
+            **extra,
+        )
+
+
+def greedy_generate(model: Any, prompts: list[list[int]], new: int) -> list[list[int]]:
+    """`new` greedy tokens per (equal-length) prompt from transformers' `generate`."""
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.tensor(prompts, device=device),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return out[:, len(prompts[0]) :].tolist()
+
+
 def copy_bandwidth(device: Any) -> float | None:
     """Bytes/s of a large device-to-device copy (read + write counted)."""
     import torch
@@ -322,20 +358,7 @@ def run_generation(args: argparse.Namespace, shape: dict[str, int], tok: Any) ->
     batch = torch.tensor([p for p in prompts for _ in range(args.samples)], device=device)
 
     def hf(new: int) -> Any:
-        with torch.no_grad():
-            return model.generate(
-                input_ids=batch,
-                attention_mask=torch.ones_like(batch),
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                cache_implementation="static",
-                use_cache=True,
-                pad_token_id=0,
-            )
+        return static_generate(model, batch, new, min_new_tokens=new)
 
     engine = StaticCacheEngine(model, tok)
 
@@ -388,14 +411,7 @@ def run_generation(args: argparse.Namespace, shape: dict[str, int], tok: Any) ->
     # the engine samples what the model says: greedy tokens agree with transformers'
     greedy = Sampling(max_new_tokens=32, temperature=0.0, logprobs=False, ignore_eos=True)
     a = [c.token_ids for c in engine.generate(prompts, 1, greedy)]
-    with torch.no_grad():
-        b = model.generate(
-            input_ids=torch.tensor(prompts, device=device),
-            max_new_tokens=32,
-            min_new_tokens=32,
-            do_sample=False,
-            pad_token_id=0,
-        )[:, args.prompt_len :].tolist()
+    b = greedy_generate(model, prompts, 32)
     same = sum(x == y for r, s in zip(a, b, strict=True) for x, y in zip(r, s, strict=False))
     out["greedy_token_agreement"] = same / sum(len(r) for r in b)
     return out

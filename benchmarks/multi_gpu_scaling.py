@@ -43,18 +43,11 @@ from typing import Any
 from r1forge.rewards import register
 
 sys.path.insert(0, str(Path(__file__).parent))
+from sft_throughput import QWEN15
 from sft_throughput import TINY as SFT_TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 REWARD = "bench_even_token_share"
-QWEN15 = dict(
-    hidden_size=1536,
-    num_hidden_layers=28,
-    num_attention_heads=12,
-    num_key_value_heads=2,
-    intermediate_size=8960,
-    vocab_size=32000,
-)
 TINY = {**SFT_TINY, "vocab_size": 1024}
 FILLER = re.compile(r"<t(\d+)>")
 

@@ -36,17 +36,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grpo_step import copy_bandwidth, draw_lengths, random_prompts, timed
-from sft_throughput import TINY, count_params, placeholder_tokenizer, versions
-
-QWEN15 = dict(
-    hidden_size=1536,
-    num_hidden_layers=28,
-    num_attention_heads=12,
-    num_key_value_heads=2,
-    intermediate_size=8960,
-    vocab_size=32000,
+from grpo_step import (
+    copy_bandwidth,
+    draw_lengths,
+    greedy_generate,
+    random_prompts,
+    static_generate,
+    timed,
 )
+from sft_throughput import QWEN15, TINY, count_params, placeholder_tokenizer, versions
+
 SIDES = ("r1forge_static_engine", "previous_engine", "transformers_static_compiled")
 
 
@@ -98,21 +97,13 @@ def run_transformers(model: Any, prompts: list[list[int]], n: int, lengths: list
             return (input_ids.shape[1] - width) >= self.limits
 
     def run(limits: list[int]) -> Any:
-        with torch.no_grad():
-            return model.generate(
-                input_ids=batch,
-                attention_mask=torch.ones_like(batch),
-                max_new_tokens=max(lengths),  # one cache shape for warm-up and the timed run
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                cache_implementation="static",
-                use_cache=True,
-                pad_token_id=0,
-                eos_token_id=None,
-                stopping_criteria=StoppingCriteriaList([AtLength(limits)]),
-            )
+        return static_generate(
+            model,
+            batch,
+            max(lengths),  # one cache shape for warm-up and the timed run
+            eos_token_id=None,
+            stopping_criteria=StoppingCriteriaList([AtLength(limits)]),
+        )
 
     return run
 
@@ -173,14 +164,7 @@ def engine_checks(
     from r1forge.rollout.static import StaticCacheEngine
 
     device = next(model.parameters()).device
-    with torch.no_grad():
-        hf = model.generate(
-            input_ids=torch.tensor(prompts, device=device),
-            max_new_tokens=32,
-            min_new_tokens=32,
-            do_sample=False,
-            pad_token_id=0,
-        )[:, len(prompts[0]) :].tolist()
+    hf = greedy_generate(model, prompts, 32)
     # eager steps inside CUDA graphs: the same kernels, without compiling for a short check
     engines = {"r1forge_static_engine": StaticCacheEngine(model, tok, compile=False)}
     if previous is not None:

@@ -35,6 +35,14 @@ QWEN05 = dict(
     intermediate_size=4864,
     vocab_size=32000,
 )
+QWEN15 = dict(
+    hidden_size=1536,
+    num_hidden_layers=28,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+    intermediate_size=8960,
+    vocab_size=32000,
+)
 TINY = dict(
     hidden_size=64,
     num_hidden_layers=2,

@@ -12,15 +12,16 @@ import pytest
 from .conftest import ROOT
 
 
+def run_benchmark(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """`python benchmarks/SCRIPT ARGS`, as a user would run it."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_sft_throughput_smoke(tmp_path: Path) -> None:
     out = tmp_path / "sft.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/sft_throughput.py"), "--tiny", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_benchmark("sft_throughput.py", "--tiny", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     for side in ("trl", "r1forge"):
@@ -35,12 +36,7 @@ def test_sft_throughput_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_grpo_step_smoke(tmp_path: Path) -> None:
     out = tmp_path / "grpo.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/grpo_step.py"), "--tiny", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_benchmark("grpo_step.py", "--tiny", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["ratio_vs_trl"] == pytest.approx(
@@ -57,20 +53,8 @@ def test_grpo_step_smoke(tmp_path: Path) -> None:
 def test_grpo_step_at_drawn_lengths_smoke(tmp_path: Path) -> None:
     """--lengths: both sides generate exactly the drawn lengths (TRL made to emit EOS there)."""
     out = tmp_path / "grpo.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/grpo_step.py"),
-            "--tiny",
-            "--lengths",
-            "--only",
-            "r1forge,trl",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_benchmark(
+        "grpo_step.py", "--tiny", "--lengths", "--only", "r1forge,trl", "--out", str(out)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -98,19 +82,8 @@ def test_rollout_lengths_smoke(tmp_path: Path) -> None:
         pytest.skip(f"the previous engine's commit is not in this clone: {show.stderr}")
     previous.write_text(show.stdout)
     out = tmp_path / "rollout.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/rollout_lengths.py"),
-            "--tiny",
-            "--previous-engine",
-            str(previous),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_benchmark(
+        "rollout_lengths.py", "--tiny", "--previous-engine", str(previous), "--out", str(out)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -137,21 +110,16 @@ def test_recipe_quality_smoke(tmp_path: Path) -> None:
     out = tmp_path / "quality.json"
 
     def bench() -> dict:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks/recipe_quality.py"),
-                "--recipe",
-                str(ROOT / "recipes/ci.yaml"),
-                "--seeds",
-                "3",
-                "--workdir",
-                str(tmp_path / "work"),
-                "--out",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
+        proc = run_benchmark(
+            "recipe_quality.py",
+            "--recipe",
+            str(ROOT / "recipes/ci.yaml"),
+            "--seeds",
+            "3",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
             timeout=900,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -181,18 +149,7 @@ def test_recipe_quality_smoke(tmp_path: Path) -> None:
 def test_multi_gpu_scaling_smoke(tmp_path: Path) -> None:
     """The DeepSpeed launcher with 1 and 2 gloo ranks: same losses, rewards and weights."""
     out = tmp_path / "multi.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/multi_gpu_scaling.py"),
-            "--tiny",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    proc = run_benchmark("multi_gpu_scaling.py", "--tiny", "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     sft, grpo = report["sft"], report["grpo"]
@@ -234,12 +191,7 @@ def test_recipe_quality_merges_runs_of_disjoint_seeds(tmp_path: Path) -> None:
     first.write_text(json.dumps(_quality_report({"0": (0.5, 0.75), "1": (0.25, 0.75)})))
     second.write_text(json.dumps(_quality_report({"2": (0.5, 0.625)})))
     out = tmp_path / "all.json"
-    script = str(ROOT / "benchmarks/recipe_quality.py")
-    proc = subprocess.run(
-        [sys.executable, script, "--merge", str(first), str(second), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_benchmark("recipe_quality.py", "--merge", str(first), str(second), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     merged = json.loads(out.read_text())
     assert sorted(merged["seeds"]) == ["0", "1", "2"]
@@ -257,10 +209,8 @@ def test_recipe_quality_merges_runs_of_disjoint_seeds(tmp_path: Path) -> None:
     same_seed = tmp_path / "again.json"
     same_seed.write_text(json.dumps(_quality_report({"1": (0.0, 1.0)})))
     for bad, message in ((other_recipe, "different recipes"), (same_seed, "seed 1")):
-        proc = subprocess.run(
-            [sys.executable, script, "--merge", str(first), str(bad), "--out", str(out)],
-            capture_output=True,
-            text=True,
+        proc = run_benchmark(
+            "recipe_quality.py", "--merge", str(first), str(bad), "--out", str(out)
         )
         assert proc.returncode != 0 and message in proc.stderr
     assert json.loads(out.read_text()) == merged  # a refused merge leaves the file as it was
@@ -331,24 +281,19 @@ def test_rl_quality_smoke(tmp_path: Path) -> None:
     `select` stage) and TRL GRPOTrainer side by side, all three evaluated by `r1forge
     evaluate`; the report has the fields issue 17 names."""
     out = tmp_path / "rl.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/rl_quality.py"),
-            "--recipe",
-            str(ROOT / "recipes/ci.yaml"),
-            "--seeds",
-            "0",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--set",
-            "grpo_reasoning.prompts=[../selected/rl_prompts.jsonl]",
-            "--trl-equal-samples",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_benchmark(
+        "rl_quality.py",
+        "--recipe",
+        str(ROOT / "recipes/ci.yaml"),
+        "--seeds",
+        "0",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--set",
+        "grpo_reasoning.prompts=[../selected/rl_prompts.jsonl]",
+        "--trl-equal-samples",
+        "--out",
+        str(out),
         timeout=1100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -383,25 +328,20 @@ def test_one_update_equals_trls_term_by_term(tmp_path: Path, ci_data: Path, ci_b
     update phase and TRL's GRPOTrainer loss give the same log-probs and the same gradient
     for every loss type (a length reward, so the untrained ci model's groups differ)."""
     out = tmp_path / "parity.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/rl_parity.py"),
-            "--recipe",
-            str(ROOT / "recipes/ci.yaml"),
-            "--model",
-            str(ci_base),
-            "--data",
-            str(ci_data),
-            "--set",
-            "grpo_reasoning.rewards={length: 1.0}",
-            "--set",
-            "grpo_reasoning.reward_params={length: {max_length: 24, cache_length: 16}}",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_benchmark(
+        "rl_parity.py",
+        "--recipe",
+        str(ROOT / "recipes/ci.yaml"),
+        "--model",
+        str(ci_base),
+        "--data",
+        str(ci_data),
+        "--set",
+        "grpo_reasoning.rewards={length: 1.0}",
+        "--set",
+        "grpo_reasoning.reward_params={length: {max_length: 24, cache_length: 16}}",
+        "--out",
+        str(out),
         timeout=800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
