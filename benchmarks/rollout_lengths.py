@@ -194,7 +194,6 @@ def engine_checks(
             "sampled_logprob_gap_mean": gap.mean().item(),
             "sampled_logprob_gap_max": gap.max().item(),
         }
-        engine = None
     return out
 
 
