@@ -145,9 +145,15 @@ def extrapolated(
     return t_short + per_step * (max(lengths) - short)
 
 
-def warmup_lengths(count: int, longest: int) -> list[int]:
-    """Short lengths that still walk the live batch down through every size (captures each
-    graph and compiles each shape before the timed run)."""
+def warmup_lengths(count: int, longest: int, side: str) -> list[int]:
+    """The warm-up run's lengths. The engine: short lengths that still walk the live batch
+    down through every size (each graph captured, each shape compiled before the timed run).
+    transformers: 16 steps (one batch and cache shape throughout). The previous engine: the
+    full run (its graphs are captured per completion length)."""
+    if side == "previous_engine":
+        return [longest] * count
+    if side == "transformers_static_compiled":
+        return [min(longest, 16)] * count
     return [min(longest, 8 + row) for row in range(count)]
 
 
@@ -318,7 +324,7 @@ def main() -> None:
                 )
             else:
                 raise SystemExit(f"unknown side {side!r}; known: {', '.join(SIDES)}")
-            run(warmup_lengths(rows, max(lengths)) if side != "previous_engine" else lengths)
+            run(warmup_lengths(rows, max(lengths), side))
             report[side] = {}
             if side == "transformers_static_compiled" and args.transformers_steps:
                 seconds = extrapolated(run, lengths, args.transformers_steps, cuda, report[side])
