@@ -22,6 +22,11 @@ Scaling efficiency = rate on N GPUs / (N x rate on 1 GPU).
     python benchmarks/multi_gpu_scaling.py --gpus 1 2 --out benchmarks/results/multi_gpu_scaling.json
     python benchmarks/multi_gpu_scaling.py --parts grpo --gpus 1 2 --out ...   # one part; merged
     python benchmarks/multi_gpu_scaling.py --tiny   # CPU smoke run: tiny model, 1 and 2 ranks
+    python benchmarks/multi_gpu_scaling.py --parts grpo_async --out ...   # needs 2 GPUs
+
+`grpo_async` (issue 21) runs the GRPO part's model and config synchronously on 2 GPUs with
+ZeRO-3, and asynchronously on 1 rollout + 1 train GPU at staleness 1; `speedup_vs_sync` and
+each run's held-out pass@1 are in its block.
 """
 
 from __future__ import annotations
@@ -226,8 +231,10 @@ class Runner:
     ) -> dict[str, Any]:
         stage = "sft_cold_start" if command == "sft" else "grpo_reasoning"
         out = self.work / name
+        # 0 processes: one plain process (an asynchronous trainer starts its own worker)
+        start = launcher(processes) if processes else [sys.executable, "-m", "r1forge.cli"]
         args = [
-            *launcher(processes),
+            *start,
             command,
             "--recipe",
             str(self.recipe),
@@ -380,6 +387,47 @@ def grpo_part(runner: Runner, gpus: list[int], size: dict[str, Any]) -> dict[str
     return {"runs": runs, "kill_and_resume": resume}
 
 
+def grpo_async_part(runner: Runner, gpus: list[int], size: dict[str, Any]) -> dict[str, Any]:
+    """Issue 21: the GRPO part's model and config, synchronous ZeRO-3 on 2 GPUs against one
+    rollout GPU and one train GPU at staleness 1, the same steps and samples. The trainer is
+    one plain process with the whole policy (ZeRO stage 0); it starts its rollout worker on
+    the next GPU itself. Each run's held-out pass@1 is GRPO's own evaluation after the last
+    step (a random-init model with a synthetic reward: the recipe-quality check is
+    `rl_quality.py`'s task)."""
+
+    def measured(run: dict[str, Any]) -> dict[str, Any]:
+        rows = run["rows"]
+        seconds = series(rows, "step_seconds")[1:]  # step 1 compiles and captures
+        last_eval = [r for r in rows if any(k.startswith("eval/") for k in r)][-1]
+        return {
+            "steps_per_s": 1 / statistics.median(seconds),
+            "step_seconds": seconds,
+            "samples": size["grpo_steps"] * size["prompts"] * size["group"],
+            "reward": series(rows, "reward"),
+            "staleness": series(rows, "staleness"),
+            "mismatch_kl": series(rows, "mismatch_kl"),
+            "heldout_pass_at_1": {
+                k[5:-8]: v for k, v in last_eval.items() if k.endswith("/sampled")
+            },
+            "seconds": run["seconds"],
+        }
+
+    sync = measured(runner.run("grpo", "grpo-sync-2", 2))
+    placement = "placement={rollout_gpus: 1, train_gpus: 1, max_staleness: 1}"
+    asynchronous = measured(runner.run("grpo", "grpo-async", 0, "zero_stage=0", placement))
+    return {
+        "sync": {"gpus": 2, "zero_stage": 3, **sync},
+        "async": {
+            "gpus": 2,
+            "rollout_gpus": 1,
+            "train_gpus": 1,
+            "max_staleness": 1,
+            **asynchronous,
+        },
+        "speedup_vs_sync": asynchronous["steps_per_s"] / sync["steps_per_s"],
+    }
+
+
 def environment() -> dict[str, Any]:
     import importlib.metadata as md
 
@@ -404,7 +452,13 @@ def main() -> None:
     parser.add_argument(
         "--gpus", type=int, nargs="+", default=[1, 2], help="GPU (process) counts to run"
     )
-    parser.add_argument("--parts", nargs="+", choices=["sft", "grpo"], default=["sft", "grpo"])
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["sft", "grpo", "grpo_async"],
+        default=["sft", "grpo"],
+        help="grpo_async: synchronous 2-GPU ZeRO-3 against 1 rollout + 1 train GPU (2 GPUs)",
+    )
     parser.add_argument(
         "--tiny", action="store_true", help="tiny model, CPU ranks over gloo (smoke run)"
     )
@@ -433,12 +487,20 @@ def main() -> None:
         launcher="deepspeed.launcher.runner (the `deepspeed` command), one process a GPU",
         environment=environment(),
     )
-    parts = {"sft": sft_part, "grpo": grpo_part}
+    parts = {"sft": sft_part, "grpo": grpo_part, "grpo_async": grpo_async_part}
     units = {"sft": "tokens_per_s", "grpo": "steps_per_s"}
     for part in args.parts:
         print(f"{part}:", flush=True)
         report[part] = parts[part](runner, sorted(args.gpus), size)
         report[part]["measured"] = time.strftime("%Y-%m-%d")
+        if part == "grpo_async":
+            block = report[part]
+            for mode in ("sync", "async"):
+                print(
+                    f"  {mode}: {block[mode]['steps_per_s']:.3f} steps/s, held-out pass@1 {block[mode]['heldout_pass_at_1']}"
+                )
+            print(f"  speedup_vs_sync {block['speedup_vs_sync']:.2f}x")
+            continue
         for n, r in report[part]["runs"].items():
             rate = r[units[part]]
             unit = units[part].replace("_per_s", "/s")

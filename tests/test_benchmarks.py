@@ -354,3 +354,20 @@ def test_one_update_equals_trls_term_by_term(tmp_path: Path, ci_data: Path, ci_b
         assert row["max_abs_logp_diff_r1forge_vs_trl"] < 1e-4
     # the transformers engine samples with the trained module itself: no mismatch
     assert report["rollout_vs_trainer"]["mismatch_kl_k3"] < 1e-6
+
+
+@pytest.mark.slow
+def test_multi_gpu_scaling_grpo_async_smoke(tmp_path: Path) -> None:
+    """Issue 21's part on CPU: synchronous ZeRO-3 on 2 gloo ranks against a trainer and its
+    rollout worker at staleness 1 (the speed figure means something only on 2 GPUs)."""
+    out = tmp_path / "multi.json"
+    proc = run_benchmark(
+        "multi_gpu_scaling.py", "--tiny", "--parts", "grpo_async", "--out", str(out), timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    block = json.loads(out.read_text())["grpo_async"]
+    assert block["speedup_vs_sync"] > 0
+    assert block["async"]["staleness"] == [0, 1, 1]
+    assert block["sync"]["samples"] == block["async"]["samples"] == 3 * 4 * 4
+    for mode in ("sync", "async"):
+        assert set(block[mode]["heldout_pass_at_1"]) == {"arithmetic"}

@@ -376,7 +376,9 @@ class TruncatedIS(Strict):
     weighted by min(p_trainer / p_rollout, cap), from the engine's own log-probs."""
 
     enabled: bool | None = Field(
-        None, description="null: on for the vllm engine (another process's kernels), else off"
+        None,
+        description="null: on for the vllm engine (another process's kernels) and for "
+        "placement.max_staleness > 0 (batches from an older policy), else off",
     )
     cap: float = Field(2.0, gt=0)
 
@@ -389,6 +391,24 @@ class EntropyControl(Strict):
     target: float | None = Field(None, gt=0)
     step: float = Field(1e-4, gt=0)
     coef_max: float = Field(0.005, ge=0)
+
+
+class Placement(Strict):
+    """Rollouts on their own GPU: a rollout worker samples the next batch while the trainer
+    updates on this one; weights go from trainer to worker after every update over NCCL
+    (gloo on CPU), in place, never through disk."""
+
+    rollout_gpus: int = Field(1, ge=1, le=1, description="rollout workers (one for now)")
+    train_gpus: int = Field(1, ge=1, le=1, description="trainer processes (one for now)")
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        description="a batch may come from a policy at most this many updates old; 0: the "
+        "worker waits for each update (today's synchronous loop, exactly)",
+    )
+    transfer_timeout_s: float = Field(
+        300.0, gt=0, description="a weight push or a batch that takes longer fails the run"
+    )
 
 
 class GRPOConfig(TrainingStage):
@@ -418,6 +438,9 @@ class GRPOConfig(TrainingStage):
     dynamic_sampling: DynamicSampling = Field(default_factory=DynamicSampling)
     tis: TruncatedIS = Field(default_factory=TruncatedIS)
     entropy: EntropyControl = Field(default_factory=EntropyControl)
+    placement: Placement | None = Field(
+        None, description="null: rollouts on the trainer's own GPUs, one step at a time"
+    )
     prompt_order: Literal["shuffle", "file"] = Field(
         "shuffle",
         description="shuffle: each epoch in a seeded random order; file: the file's order "

@@ -14,6 +14,7 @@ from typing import Any
 
 from r1forge.config import GRPOConfig
 from r1forge.data.jsonl import read_manifest
+from r1forge.errors import ConfigError
 from r1forge.progress import progress_bar
 from r1forge.stages import StageContext
 from r1forge.stages.common import (
@@ -50,11 +51,108 @@ def load_policy(path: Path, cfg: GRPOConfig, bf16: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def rollout_engine(
+    cfg: GRPOConfig, policy: Any, tokenizer: Any, model: Path, prompt_sets: list[list[Any]]
+) -> Any:
+    """The recipe's rollout engine over `policy` (vLLM also needs the longest prompt)."""
+    from r1forge.rollout import make_engine
+
+    if cfg.rollout_engine != "vllm":
+        return make_engine(cfg.rollout_engine, model=policy, tokenizer=tokenizer)
+    longest = max(len(item.ids) for items in prompt_sets for item in items)
+    return make_engine(
+        "vllm",
+        model=policy,
+        tokenizer=tokenizer,
+        model_path=model,
+        max_model_len=longest + cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
+
+
+def load_rl_prompts(
+    data: Path, cfg: GRPOConfig, tokenizer: Any
+) -> tuple[list[Any], dict[str, str]]:
+    """The section's RL prompts, tokenized, and each file's content hash (for lineage)."""
+    prompts, hashes = [], {}
+    for name in cfg.prompts:
+        prompts += load_prompts(dataset_path(data, name), tokenizer)
+        hashes[name] = read_manifest(dataset_path(data, name))["sha256"]
+    return prompts, hashes
+
+
+def rollout_worker(
+    cfg: GRPOConfig, data: Path, model: Path, port: int, threads: int | None
+) -> None:
+    """The rollout worker process of a split placement: the policy's copy on the GPU after
+    the trainer's, sampling batches for the trainer (`placement.serve_rollouts`)."""
+    import torch
+
+    from r1forge.plugins import load_plugins
+    from r1forge.train.channel import WORKER, RolloutChannel
+    from r1forge.train.engine import use_bf16
+    from r1forge.train.placement import serve_rollouts
+
+    assert cfg.placement is not None
+    load_plugins()  # a spawned process: the user's rewards and engines registered again
+    if threads:
+        torch.set_num_threads(threads)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", cfg.placement.train_gpus) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    net, tokenizer = load_policy(model, cfg, use_bf16(cfg.precision, device))
+    net.to(device).eval()
+    prompts, _ = load_rl_prompts(data, cfg, tokenizer)
+    channel = RolloutChannel.connect(
+        "127.0.0.1", port, WORKER, device, cfg.placement.transfer_timeout_s
+    )
+    engine = rollout_engine(cfg, net, tokenizer, model, [prompts])
+    serve_rollouts(channel, net, engine, prompts, cfg)
+
+
+def start_rollout_worker(cfg: GRPOConfig, data: Path, model: Path, dist: Any) -> Any:
+    """Spawn the rollout worker and connect to it; returns the trainer's `RemoteRollouts`
+    (its channel knows when the worker process has died)."""
+    import multiprocessing
+
+    from r1forge.io import free_port
+    from r1forge.train.channel import TRAINER, RolloutChannel
+    from r1forge.train.placement import RemoteRollouts
+
+    assert cfg.placement is not None
+    if dist.world != cfg.placement.train_gpus:
+        raise ConfigError(
+            f"placement.train_gpus is {cfg.placement.train_gpus} but {dist.world} trainer "
+            "processes were started"
+        )
+    port = free_port()
+    worker = multiprocessing.get_context("spawn").Process(
+        target=rollout_worker,
+        args=(cfg, data, model, port, cfg.threads),
+        name="r1forge-rollout-worker",
+        daemon=True,
+    )
+    worker.start()
+    channel = RolloutChannel.connect(
+        "127.0.0.1", port, TRAINER, dist.device, cfg.placement.transfer_timeout_s
+    )
+
+    def gone() -> str | None:
+        if worker.is_alive():
+            return None
+        return f"the rollout worker exited with code {worker.exitcode} (its log is above)"
+
+    channel.peer_gone = gone
+    return RemoteRollouts(channel, cfg, process=worker)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Train the `model` input with GRPO on the section's prompt sets (read from the `data`
     input); write the policy to the output."""
     from r1forge.rewards import check_runnable
-    from r1forge.rollout import make_engine
+    from r1forge.train.channel import TransferError
     from r1forge.train.engine import init_distributed, use_bf16
     from r1forge.train.rl import train_grpo
 
@@ -65,10 +163,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     dist = init_distributed(cfg.threads)
     bf16 = use_bf16(cfg.precision, dist.device)
     net, tokenizer = load_policy(model, cfg, bf16)
-    prompts, hashes = [], {}
-    for name in cfg.prompts:
-        prompts += load_prompts(dataset_path(data, name), tokenizer)
-        hashes[name] = read_manifest(dataset_path(data, name))["sha256"]
+    prompts, hashes = load_rl_prompts(data, cfg, tokenizer)
     eval_sets = {
         path.stem: load_prompts(path, tokenizer, cfg.eval_size)
         for path in sorted((data / "eval").glob("*.jsonl"))
@@ -114,18 +209,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             tracker.table("samples", ["prompt_id", "completion", "reward", "accuracy"], rows, step)
 
     def engine_for(policy: Any) -> Any:
-        if cfg.rollout_engine != "vllm":
-            return make_engine(cfg.rollout_engine, model=policy, tokenizer=tokenizer)
-        longest = max(len(item.ids) for items in (prompts, *eval_sets.values()) for item in items)
-        return make_engine(
-            "vllm",
-            model=policy,
-            tokenizer=tokenizer,
-            model_path=model,
-            max_model_len=longest + cfg.max_new_tokens,
-            seed=cfg.seed,
-        )
+        return rollout_engine(cfg, policy, tokenizer, model, [prompts, *eval_sets.values()])
 
+    remote = start_rollout_worker(cfg, data, model, dist) if cfg.placement else None
     try:
         with progress_bar(stage) as advance:
             engine, summary = train_grpo(
@@ -142,7 +228,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 on_log=on_log,
                 on_samples=on_samples,
                 progress=advance,
+                remote=remote,
             )
+        if remote is not None:
+            remote.process.join(timeout=cfg.placement.transfer_timeout_s)
+            if remote.process.exitcode != 0:
+                raise TransferError(
+                    f"the rollout worker exited with code {remote.process.exitcode}"
+                )
         evals = [f"eval/{name}/{mode}" for name in eval_sets for mode in ("greedy", "sampled")]
         publish_model(
             engine,
@@ -161,6 +254,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
         return summary
     finally:
+        if remote is not None and remote.process.is_alive():
+            remote.process.terminate()
         if tracker is not None:
             tracker.finish({})
 

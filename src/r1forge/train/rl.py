@@ -10,6 +10,9 @@
   truncated importance weights against the engine's log-probs, an entropy bonus;
 - log: the step's metrics, by name, reduced over ranks.
 
+The first three run where the batch is sampled: in this process (`LocalRollouts`), or, with
+`placement`, in a rollout worker on another GPU (`placement.RemoteRollouts`).
+
 Sampling seeds are a function of (seed, step, draw, prompt) (the `transformers` engine: of
 (seed, step, draw, rank)), and the prompt stream's position is saved with each checkpoint,
 so a resumed run samples exactly what the uninterrupted run would have; with the static or
@@ -274,6 +277,75 @@ class StepBatch:
     rollout_seconds: float
 
 
+class LocalRollouts:
+    """Where a step's batch comes from when rollouts share the trainer's GPUs (today's
+    synchronous loop): this process samples it with its own engine (rollout, score and
+    filter phases), and the engine follows each update in place."""
+
+    def __init__(
+        self,
+        engine: RolloutEngine,
+        prompts: list[PromptItem],
+        cfg: GRPOConfig,
+        dist: Dist,
+        logprobs: bool,
+    ):
+        self.engine, self.prompts, self.cfg = engine, prompts, cfg
+        self.dist, self.logprobs = dist, logprobs
+        self.stream = PromptStream(
+            len(prompts), cfg.prompts_per_step, cfg.seed, cfg.prompt_order, dist.rank, dist.world
+        )
+        self.quota = cfg.prompts_per_step // dist.world
+
+    @property
+    def draws(self) -> int:
+        """The prompt stream's position, saved with each checkpoint."""
+        return self.stream.draws
+
+    def start(self, step: int, draws: int, policy: Any) -> None:
+        """Continue from `step` with the stream at `draws` (0 and 0 for a fresh run)."""
+        self.stream.draws = draws
+
+    def next_batch(self, step: int) -> tuple[StepBatch, int]:
+        """Step `step`'s batch and the policy version (updates made) that sampled it."""
+        batch = sample_batch(
+            self.engine,
+            self.prompts,
+            self.stream,
+            self.cfg,
+            step,
+            self.dist.rank,
+            self.logprobs,
+            self.quota,
+        )
+        self.stream.draws = int(all_reduce_max(float(self.stream.draws), self.dist.device))
+        return batch, step
+
+    def publish(self, policy: Any, version: int, last: bool) -> None:
+        """After each update: the engine samples with `policy` (version = updates made)."""
+        self.engine.sync_weights(policy)
+
+
+def sample_batch(
+    engine: RolloutEngine,
+    prompts: list[PromptItem],
+    stream: PromptStream,
+    cfg: GRPOConfig,
+    step: int,
+    rank: int,
+    logprobs: bool,
+    quota: int,
+) -> StepBatch:
+    """One step's batch: rollout and score each draw of the stream, then filter."""
+
+    def draw(index: int) -> Rollouts:
+        chosen = stream.take()
+        completions = rollout_phase(engine, prompts, chosen, cfg, step, index, rank, logprobs)
+        return score_phase([prompts[i] for i in chosen], completions, cfg)
+
+    return filter_phase(draw, cfg, quota)
+
+
 # -- the phases of a step -----------------------------------------------------------------
 
 
@@ -346,8 +418,18 @@ def advantage_phase(batch: StepBatch, cfg: GRPOConfig) -> Any:
     return advantages
 
 
+def rollout_logprobs(cfg: GRPOConfig) -> bool:
+    """Whether rollouts keep the engine's log-probs (for TIS, and the mismatch KL logged)."""
+    return tis_enabled(cfg) or cfg.rollout_engine != "transformers"
+
+
 def tis_enabled(cfg: GRPOConfig) -> bool:
-    return cfg.tis.enabled if cfg.tis.enabled is not None else cfg.rollout_engine == "vllm"
+    """On by default where the sampling policy is not the trained one: vLLM's kernels, or
+    a rollout worker's batch from an older policy."""
+    if cfg.tis.enabled is not None:
+        return cfg.tis.enabled
+    stale = cfg.placement is not None and cfg.placement.max_staleness > 0
+    return cfg.rollout_engine == "vllm" or stale
 
 
 def update_phase(
@@ -548,11 +630,14 @@ def train_grpo(
     on_log: Callable[[dict[str, Any]], None],
     on_samples: Callable[[int, list[list[Any]]], None] | None = None,
     progress: Callable[..., None] | None = None,
+    remote: Any | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Run GRPO for cfg.max_steps (or until a collapse guard stops it); returns (engine, summary).
 
-    Each step: rollout and score (repeated by the filter when dynamic sampling refills),
-    filter, advantages, update, log; then evaluation and checkpoints on their schedules.
+    Each step: the batch (rollout and score, repeated by the filter when dynamic sampling
+    refills), advantages, update, log; then evaluation and checkpoints on their schedules.
+    The batch comes from this process's own engine, or, with `remote` (a
+    `placement.RemoteRollouts`), from a rollout worker on another GPU.
     """
     import torch
 
@@ -586,17 +671,15 @@ def train_grpo(
         ),
         device=dist.device,
     )
-    rollout = make_engine(engine.module.model)
-    stream = PromptStream(
-        len(prompts), cfg.prompts_per_step, cfg.seed, cfg.prompt_order, dist.rank, dist.world
-    )
-    start, entropy_coef = 0, cfg.entropy.coef
+    rollout = make_engine(engine.module.model)  # the evaluations' engine, and the local batches'
+    source = remote or LocalRollouts(rollout, prompts, cfg, dist, rollout_logprobs(cfg))
+    start, draws, entropy_coef = 0, 0, cfg.entropy.coef
     summary: dict[str, Any] = {"stopped_early": None, "reference_model": reference is not None}
     last_eval: dict[str, float] = {}
     if resume and checkpoints is not None and latest_checkpoint(checkpoints):
         trainer_state = load_checkpoint(engine, checkpoints, dist)
         start = trainer_state["step"]
-        stream.draws = trainer_state.get("draws", start)
+        draws = trainer_state.get("draws", start)
         entropy_coef = trainer_state.get("entropy_coef", entropy_coef)
         # held-out results are measured once each: the step-0 baseline and the latest evaluation
         if trainer_state.get("eval_before"):
@@ -604,6 +687,7 @@ def train_grpo(
         last_eval = trainer_state.get("eval_last", {})
         rollout.sync_weights(engine.module.model)
         log.info("resumed from %s at step %d", latest_checkpoint(checkpoints), start)
+    source.start(start, draws, engine.module.model)
     if progress:
         progress(start, cfg.max_steps)
     watch = CollapseWatch(cfg)
@@ -615,21 +699,10 @@ def train_grpo(
     if first_eval:
         on_log({"step": 0, **first_eval})
         summary["eval_before"] = first_eval
-    want_logprobs = tis_enabled(cfg) or cfg.rollout_engine != "transformers"
     done = start  # a resumed run that had already finished trains no further
     for step in range(start, cfg.max_steps):
         began = time.perf_counter()
-
-        def draw(index: int, step: int = step) -> Rollouts:
-            chosen = stream.take()
-            items = [prompts[i] for i in chosen]
-            completions = rollout_phase(
-                rollout, prompts, chosen, cfg, step, index, dist.rank, want_logprobs
-            )
-            return score_phase(items, completions, cfg)
-
-        batch = filter_phase(draw, cfg, quota)
-        stream.draws = int(all_reduce_max(float(stream.draws), dist.device))  # ranks agree
+        batch, version = source.next_batch(step)
         advantages = advantage_phase(batch, cfg)
         trained = time.perf_counter()
         update = update_phase(
@@ -643,7 +716,6 @@ def train_grpo(
             micro=micro,
             entropy_coef=entropy_coef,
         )
-        rollout.sync_weights(engine.module.model)
         done = step + 1
         row = log_phase(
             batch,
@@ -655,14 +727,19 @@ def train_grpo(
             lr=engine.get_lr()[0],
             entropy_coef=entropy_coef,
         )
+        row["staleness"] = step - version
         require_finite_metrics(row, "GRPO")
         entropy_coef = next_entropy_coef(
             entropy_coef, row["entropy"], cfg.entropy.target, cfg.entropy.step, cfg.entropy.coef_max
         )
+        signs = watch.check(row)
+        stop = bool(signs) and cfg.collapse.stop
+        source.publish(engine.module.model, done, last=stop or done == cfg.max_steps)
+        if remote is not None:
+            rollout.sync_weights(engine.module.model)
         if (done % cfg.eval_every == 0 or done == cfg.max_steps) and dist.main and eval_sets:
             last_eval = evaluate_pass1(rollout, eval_sets, cfg, cfg.seed)
             row.update(last_eval)
-        signs = watch.check(row)
         for sign in signs:
             log.warning("collapse guard at step %d: %s", done, sign)
         if done % cfg.log_every == 0 or done == cfg.max_steps or signs:
@@ -687,13 +764,12 @@ def train_grpo(
                     )
                 ],
             )
-        stop = bool(signs) and cfg.collapse.stop
         if checkpoints is not None and (
             done % cfg.save_every == 0 or done == cfg.max_steps or stop
         ):
             trainer_state = {
                 "step": done,
-                "draws": stream.draws,
+                "draws": source.draws,
                 "entropy_coef": entropy_coef,
                 "eval_before": summary.get("eval_before", {}),
                 "eval_last": last_eval,
