@@ -16,10 +16,31 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from r1forge.config import load_recipe
+from r1forge.errors import ConfigError
 from r1forge.io import free_port
 from r1forge.train.channel import TRAINER, WORKER, RolloutChannel, TransferError
 
+from .conftest import ROOT
 from .test_grpo_levers import PLUGIN, grpo_cli
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("grpo_reasoning.resources={gpus: 1}", "placement needs 2 GPUs"),
+        ("grpo_reasoning.zero_stage=3", "use zero_stage < 3"),
+        ("grpo_reasoning.resources={nodes: 2}", "placement runs on one node"),
+    ],
+)
+def test_a_placement_that_cannot_run_is_refused_where_the_recipe_says_it(
+    setting: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_recipe(
+            ROOT / "recipes/ci.yaml", ["grpo_reasoning.placement={max_staleness: 1}", setting]
+        )
+    assert "ci.yaml:" in str(caught.value) and "grpo_reasoning" in str(caught.value)
 
 
 def tiny_net(seed: int) -> torch.nn.Module:

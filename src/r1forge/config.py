@@ -482,6 +482,24 @@ class GRPOConfig(TrainingStage):
                 raise ValueError(f"unknown reward(s) {unknown}; available: {available()}")
         return value
 
+    @model_validator(mode="after")
+    def _placement_fits(self) -> GRPOConfig:
+        """A split placement runs in one pod: the trainer with the whole policy, plus its
+        rollout worker's GPU."""
+        if self.placement is None:
+            return self
+        wanted = self.placement.train_gpus + self.placement.rollout_gpus
+        if self.zero_stage == 3:
+            raise ValueError("placement: the trainer holds the whole policy; use zero_stage < 3")
+        if self.resources.nodes > 1:
+            raise ValueError("placement runs on one node; set resources.nodes: 1")
+        if self.resources.gpus and self.resources.gpus < wanted:
+            raise ValueError(
+                f"placement needs {wanted} GPUs (train_gpus + rollout_gpus) but "
+                f"resources.gpus is {self.resources.gpus}"
+            )
+        return self
+
 
 class SamplingStage(Strict):
     """What every stage that samples from a checkpoint (evaluate, select, sample) shares."""
