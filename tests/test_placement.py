@@ -201,3 +201,18 @@ def test_a_killed_asynchronous_run_resumes_exactly(
     a = load_file(synchronous / "model.safetensors")
     b = load_file(out / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_the_collapse_guard_stops_ends_its_worker_too(
+    ci_data: Path, ci_base: Path, tmp_path: Path
+) -> None:
+    """Stopped after step 1 while the worker, one step ahead, had already sent step 2's
+    batch: the trainer's stop message ends the worker, and the stage exits cleanly."""
+    rows = grpo(
+        ci_data,
+        ci_base,
+        tmp_path / "stopped",
+        "grpo_reasoning.placement={max_staleness: 1, transfer_timeout_s: 30}",
+        "grpo_reasoning.collapse={min_entropy: 100.0, stop: true}",
+    )
+    assert [(row["step"], row["staleness"]) for row in rows] == [(1, 0)]
