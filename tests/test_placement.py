@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -115,7 +117,9 @@ def test_a_stalled_weight_push_fails_within_its_timeout(tmp_path: Path) -> None:
     assert 2.9 <= worker["seconds"] <= 5.0
 
 
-def grpo(ci_data: Path, ci_base: Path, out: Path, *settings: str) -> list[dict]:
+def grpo_run(
+    ci_data: Path, ci_base: Path, out: Path, *settings: str, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """A 3-step GRPO run of the ci recipe with a reward that varies within half the groups
     (the ci base scores 0 on accuracy, which would leave nothing to update)."""
     plugin = out.parent / "plugin"
@@ -123,7 +127,12 @@ def grpo(ci_data: Path, ci_base: Path, out: Path, *settings: str) -> list[dict]:
     (plugin / "half_informative.py").write_text(PLUGIN)
     rewards = "grpo_reasoning.rewards={half_informative: 1.0}"
     base = ("grpo_reasoning.max_steps=3", "grpo_reasoning.lr=1e-3", rewards)
-    proc = grpo_cli(ci_data, ci_base, out, plugin, *base, *settings)
+    return grpo_cli(ci_data, ci_base, out, plugin, *base, *settings, **kw)
+
+
+def grpo(ci_data: Path, ci_base: Path, out: Path, *settings: str) -> list[dict]:
+    """A finished `grpo_run`'s per-step rows."""
+    proc = grpo_run(ci_data, ci_base, out, *settings)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return step_rows(out)
 
@@ -182,21 +191,11 @@ def test_a_killed_asynchronous_run_resumes_exactly(
     """Staleness 0 resumes as the synchronous loop does: the worker restarts from the
     checkpointed policy and prompt-stream position (with staleness > 0 the batches that were
     in flight would be sampled again from that policy)."""
-    plugin = tmp_path / "plugin"
-    plugin.mkdir()
-    (plugin / "half_informative.py").write_text(PLUGIN)
-    settings = (
-        "grpo_reasoning.max_steps=3",
-        "grpo_reasoning.lr=1e-3",
-        "grpo_reasoning.rewards={half_informative: 1.0}",
-        "grpo_reasoning.placement={max_staleness: 0, transfer_timeout_s: 60}",
-    )
+    placement = "grpo_reasoning.placement={max_staleness: 0, transfer_timeout_s: 60}"
     out = tmp_path / "resumed"
-    killed = grpo_cli(
-        ci_data, ci_base, out, plugin, *settings, env={"R1FORGE_KILL_AFTER_STEP": "2"}
-    )
+    killed = grpo_run(ci_data, ci_base, out, placement, env={"R1FORGE_KILL_AFTER_STEP": "2"})
     assert killed.returncode == -9
-    resumed = grpo_cli(ci_data, ci_base, out, plugin, *settings, extra=("--resume",))
+    resumed = grpo_run(ci_data, ci_base, out, placement, extra=("--resume",))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = load_file(synchronous / "model.safetensors")
     b = load_file(out / "model.safetensors")

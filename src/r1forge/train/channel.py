@@ -61,9 +61,8 @@ def _is_nccl(work: Any) -> bool:
 class RolloutChannel:
     """Rank 0 is the trainer, rank 1 the rollout worker; `connect` blocks until both joined."""
 
-    def __init__(self, weights: Any, objects: Any, rank: int, device: Any, timeout_s: float):
-        self.weights, self.objects, self.rank = weights, objects, rank
-        self.device, self.timeout_s = device, timeout_s
+    def __init__(self, weights: Any, objects: Any, rank: int, timeout_s: float):
+        self.weights, self.objects, self.rank, self.timeout_s = weights, objects, rank, timeout_s
         self._sending: list[Any] = []  # a batch in flight and its buffers, kept alive
         self.peer_gone: Callable[[], str | None] = lambda: None  # why the peer cannot answer
 
@@ -88,7 +87,7 @@ class RolloutChannel:
             weights = ProcessGroupNCCL(PrefixStore("weights", store), rank, 2)
         else:
             weights = ProcessGroupGloo(PrefixStore("weights", store), rank, 2, timeout)
-        return cls(weights, objects, rank, device, timeout_s)
+        return cls(weights, objects, rank, timeout_s)
 
     # -- weights: trainer -> worker ------------------------------------------------------
 

@@ -19,7 +19,6 @@ batches that were in flight are sampled again, from that policy.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from r1forge.config import GRPOConfig
@@ -28,8 +27,6 @@ from r1forge.errors import ConfigError
 from r1forge.rollout import RolloutEngine
 from r1forge.train.channel import TRAINER, WORKER, RolloutChannel
 from r1forge.train.rl import PromptStream, StepBatch, rollout_logprobs, sample_batch
-
-log = logging.getLogger("r1forge.grpo")
 
 
 def parameter_manifest(model: Any) -> list[tuple[str, tuple[int, ...], str]]:

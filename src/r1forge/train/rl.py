@@ -279,8 +279,8 @@ class StepBatch:
 
 class LocalRollouts:
     """Where a step's batch comes from when rollouts share the trainer's GPUs (today's
-    synchronous loop): this process samples it with its own engine (rollout, score and
-    filter phases), and the engine follows each update in place."""
+    synchronous loop): this process samples it with the loop's own engine (rollout, score
+    and filter phases), which the loop syncs after each update."""
 
     def __init__(
         self,
@@ -322,8 +322,7 @@ class LocalRollouts:
         return batch, step
 
     def publish(self, policy: Any, version: int, last: bool) -> None:
-        """After each update: the engine samples with `policy` (version = updates made)."""
-        self.engine.sync_weights(policy)
+        """After each update: nothing to send (the loop syncs its engine with `policy`)."""
 
 
 def sample_batch(
@@ -735,8 +734,7 @@ def train_grpo(
         signs = watch.check(row)
         stop = bool(signs) and cfg.collapse.stop
         source.publish(engine.module.model, done, last=stop or done == cfg.max_steps)
-        if remote is not None:
-            rollout.sync_weights(engine.module.model)
+        rollout.sync_weights(engine.module.model)  # the evaluations' (and local batches') engine
         if (done % cfg.eval_every == 0 or done == cfg.max_steps) and dist.main and eval_sets:
             last_eval = evaluate_pass1(rollout, eval_sets, cfg, cfg.seed)
             row.update(last_eval)
