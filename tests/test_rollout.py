@@ -54,7 +54,7 @@ def test_keyed_noise_is_uniform_and_a_function_of_its_key() -> None:
     assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
 
 
-def gqa_policy(tok, heads: int = 4, kv_heads: int = 2, hidden: int = 32):
+def gqa_policy(tok, heads: int = 4, kv_heads: int = 2, hidden: int = 32, bias: bool = False):
     """A two-layer Llama with grouped-query attention over the tokenizer's vocabulary."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,6 +69,7 @@ def gqa_policy(tok, heads: int = 4, kv_heads: int = 2, hidden: int = 32):
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
+        attention_bias=bias,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -248,6 +249,40 @@ def test_prefix_sharing_gives_the_log_probs_of_separate_prefills(tok) -> None:
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
     for x, y in zip(a, b, strict=True):
         assert (torch.tensor(x.logprobs) - torch.tensor(y.logprobs)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_projections_sample_what_separate_ones_do_and_follow_updates(tok, bias) -> None:
+    """The GPU default (q/k/v and gate/up each one GEMM), forced on here in fp32: the same
+    tokens and log-probs as the separate projections, before and after an in-place update."""
+    model = gqa_policy(tok, bias=bias)
+    sampling = Sampling(max_new_tokens=12, temperature=1.0, seed=2)
+    fused = make_engine("static", model=model, tokenizer=tok, max_batch=7, fuse_projections=True)
+    separate = make_engine("static", model=model, tokenizer=tok, fuse_projections=False)
+    for _ in range(2):
+        a = fused.generate(mixed_prompts(tok), 3, sampling)
+        b = separate.generate(mixed_prompts(tok), 3, sampling)
+        assert fused._fused is not None and separate._fused is None
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        for x, y in zip(a, b, strict=True):
+            assert (torch.tensor(x.logprobs) - torch.tensor(y.logprobs)).abs().max() <= 1e-5
+        with torch.no_grad():  # in place, as the optimiser updates: the fused copy follows
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+
+
+def test_projections_stay_separate_where_a_wrapper_computes_more_than_a_linear(tok) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], init_lora_weights=False)
+    model = get_peft_model(gqa_policy(tok), lora).get_base_model()  # its layers hold LoRA wrappers
+    greedy = Sampling(max_new_tokens=8, temperature=0.0, logprobs=False)
+    engine = make_engine("static", model=model, tokenizer=tok, fuse_projections=True)
+    out = engine.generate(prompts_of(tok), 1, greedy)
+    hf = make_engine("transformers", model=model, tokenizer=tok).generate(
+        prompts_of(tok), 1, greedy
+    )
+    assert engine._fused is None and [c.token_ids for c in out] == [c.token_ids for c in hf]
 
 
 def test_forced_lengths_stop_each_completion_at_its_own_length(tok) -> None:

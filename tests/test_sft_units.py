@@ -155,7 +155,9 @@ def test_varlen_path_plumbs_boundaries_like_the_block_mask(monkeypatch: pytest.M
     model.config._attn_implementation = varlen.NAME
     got, m = causal_lm_loss_sum(model, batch, varlen.NAME)
     assert n == m == 8 and torch.allclose(got, expected, atol=1e-5)
-    assert varlen.cu_seqlens(batch.segments).tolist()[:3] == [0, 5, 8]
+    # made at collation, on the CPU: rows of 10 tokens, examples of 5 and 3, padding, then 4
+    assert batch.boundaries.tolist() == [0, 5, 8, 10, 14, 20]
+    assert batch.boundaries.tolist() == varlen.cu_seqlens(batch.segments).tolist()
 
 
 def test_mix_datasets_by_hand() -> None:

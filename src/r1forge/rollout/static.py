@@ -154,6 +154,56 @@ def _layout(model: Any) -> _Layout:
     )
 
 
+@dataclass
+class _FusedLayer:
+    """One layer's q/k/v and gate/up weights side by side, so that each pair or triple of
+    projections is one GEMM: at decode batch sizes a GEMM costs its launch more than its math."""
+
+    qkv_weight: Any
+    qkv_bias: Any
+    gate_up_weight: Any
+    act: Any
+
+
+def _fusable(layer: Any) -> bool:
+    """Plain linear projections only: a LoRA or quantised wrapper computes more than x @ W.T."""
+    import torch
+
+    attn, mlp = layer.self_attn, layer.mlp
+    projections = [attn.q_proj, attn.k_proj, attn.v_proj]
+    projections += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj")]
+    biases = [p.bias is not None for p in projections[:3] if p is not None]
+    return (
+        all(type(p) is torch.nn.Linear for p in projections)
+        and hasattr(mlp, "act_fn")
+        and len(set(biases)) == 1
+        and mlp.gate_proj.bias is None
+        and mlp.up_proj.bias is None
+    )
+
+
+def _fuse(layer: Any, into: _FusedLayer | None) -> _FusedLayer:
+    """The layer's current weights concatenated, copied into `into`'s buffers when given (so
+    that captured CUDA graphs, which hold their addresses, read the new weights)."""
+    import torch
+
+    attn, mlp = layer.self_attn, layer.mlp
+    qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+    if into is None:
+        bias = torch.cat([p.bias for p in qkv]) if qkv[0].bias is not None else None
+        return _FusedLayer(
+            torch.cat([p.weight for p in qkv]),
+            bias,
+            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+            mlp.act_fn,
+        )
+    torch.cat([p.weight for p in qkv], out=into.qkv_weight)
+    if into.qkv_bias is not None:
+        torch.cat([p.bias for p in qkv], out=into.qkv_bias)
+    torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], out=into.gate_up_weight)
+    return into
+
+
 def _rotate(x: Any, cos: Any, sin: Any) -> Any:
     import torch
 
@@ -270,14 +320,17 @@ class StaticCacheEngine:
         compile: bool = True,
         check_every: int = 16,
         prefix_sharing: bool = True,
+        fuse_projections: bool | None = None,
     ):
         self.model, self.tokenizer = sampling_module(model), tokenizer
         self.max_batch, self.check_every = max_batch, check_every
         self.cuda_graphs, self.compile, self.prefix_sharing = cuda_graphs, compile, prefix_sharing
+        self.fuse_projections = fuse_projections
         self._compiled: Any = None
         self._samplers: dict[tuple[float, float], Any] = {}
         self.layout = _layout(self.model)
         self._pool: _Pool | None = None
+        self._fused: list[_FusedLayer] | None = None
 
     def sync_weights(self, model: Any) -> None:
         """The engine runs the policy's own modules (under ZeRO-3 a dense replica, refreshed in
@@ -285,7 +338,7 @@ class StaticCacheEngine:
         current = sampling_module(model, self.model)
         if current is not self.model:
             self.model, self.layout, self._pool = current, _layout(current), None
-            self._compiled = None
+            self._compiled, self._fused = None, None
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[Completion]:
         import torch
@@ -318,6 +371,7 @@ class StaticCacheEngine:
         self.model.eval()
         try:
             with torch.no_grad():
+                self._refresh_fused(device)
                 while waiting or running:
                     admitted = [
                         (free.pop(), waiting.popleft()) for _ in range(min(len(free), len(waiting)))
@@ -358,27 +412,56 @@ class StaticCacheEngine:
             return live
         return min(pool.rows, max(8, 1 << math.ceil(math.log2(live))))
 
+    def _refresh_fused(self, device: Any) -> None:
+        """Concatenated projection weights, current as of this call (the policy's own weights
+        change between calls). On by default where decode steps are CUDA graphs."""
+        fuse = self.fuse_projections
+        if fuse is None:
+            fuse = device.type == "cuda" and self.cuda_graphs
+        if not fuse or not all(_fusable(layer) for layer in self.layout.layers):
+            self._fused = None
+            return
+        old: list[Any] = self._fused or []
+        weight = self.layout.layers[0].self_attn.q_proj.weight
+        if not old or old[0].qkv_weight.dtype != weight.dtype or old[0].qkv_weight.device != device:
+            old = [None] * len(self.layout.layers)
+        self._fused = [_fuse(layer, f) for layer, f in zip(self.layout.layers, old, strict=True)]
+
     # -- one admission, decode burst and harvest -----------------------------------------------
 
     def _layers(self, x: Any, positions: Any, attend: Any) -> Any:
         """Every decoder layer over tokens x (N, hidden) at `positions` (N,); attend(index,
         q, k, v) stores the layer's K/V and returns its attention output (N, heads, D)."""
+        import torch.nn.functional as F
+
         lay = self.layout
         tokens = x.shape[0]
+        q_width, kv_width = lay.heads * lay.head_dim, lay.kv_heads * lay.head_dim
         cos, sin = lay.rotary(x[None], positions[None])
         cos, sin = cos[0][:, None], sin[0][:, None]  # rotary made once, not once per layer
         for index, layer in enumerate(lay.layers):
-            attn = layer.self_attn
+            attn, fused = layer.self_attn, self._fused[index] if self._fused else None
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(tokens, lay.heads, lay.head_dim)
-            k = attn.k_proj(h).view(tokens, lay.kv_heads, lay.head_dim)
-            v = attn.v_proj(h).view(tokens, lay.kv_heads, lay.head_dim)
+            if fused is not None:
+                q, k, v = F.linear(h, fused.qkv_weight, fused.qkv_bias).split(
+                    [q_width, kv_width, kv_width], dim=-1
+                )
+            else:
+                q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+            q = q.reshape(tokens, lay.heads, lay.head_dim)
+            k = k.reshape(tokens, lay.kv_heads, lay.head_dim)
+            v = v.reshape(tokens, lay.kv_heads, lay.head_dim)
             if hasattr(attn, "q_norm"):
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             o = attend(index, q, k, v)
-            x = x + attn.o_proj(o.reshape(tokens, lay.heads * lay.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + attn.o_proj(o.reshape(tokens, q_width))
+            h = layer.post_attention_layernorm(x)
+            if fused is not None:
+                gate, up = F.linear(h, fused.gate_up_weight).chunk(2, dim=-1)
+                x = x + layer.mlp.down_proj(fused.act(gate) * up)
+            else:
+                x = x + layer.mlp(h)
         return x
 
     def _prefill(

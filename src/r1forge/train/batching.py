@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from r1forge.train.varlen import cu_seqlens
+
 IGNORE = -100
 
 
@@ -27,14 +29,16 @@ class Example:
 @dataclass
 class Batch:
     """A micro-batch. `segments` numbers the example each token belongs to (-1: padding);
-    `label_index` lists the flat positions of (B, T-1) whose next token carries a label,
-    computed on the CPU so the loss needs no device synchronisation to find them."""
+    `label_index` lists the flat positions of (B, T-1) whose next token carries a label and
+    `boundaries` the examples' cumulative lengths over the flattened batch (what the varlen
+    kernel takes), both computed on the CPU so the step needs no device synchronisation."""
 
     input_ids: Any
     labels: Any
     position_ids: Any
     segments: Any
     label_index: Any
+    boundaries: Any
 
     @property
     def n_labels(self) -> int:
@@ -45,10 +49,21 @@ class Batch:
         return int((self.segments >= 0).sum())
 
     def to(self, device: Any) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in self.tensors()))
+        """On a GPU through pinned memory: a copy from pageable memory waits for the GPU to
+        drain, which would leave it idle while the host prepares the next step."""
+        if getattr(device, "type", device) == "cuda":
+            return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in self.tensors()))
+        return Batch(*(t.to(device) for t in self.tensors()))
 
     def tensors(self) -> tuple[Any, ...]:
-        return (self.input_ids, self.labels, self.position_ids, self.segments, self.label_index)
+        return (
+            self.input_ids,
+            self.labels,
+            self.position_ids,
+            self.segments,
+            self.label_index,
+            self.boundaries,
+        )
 
 
 def tokenize_conversation(messages: list[dict[str, str]], tokenizer: Any, max_len: int) -> Example:
@@ -109,7 +124,7 @@ def collate(rows: Sequence[Sequence[Example]], pad_id: int, length: int | None =
             segments[r, cursor : cursor + n] = s
             cursor += n
     label_index = (labels[:, 1:] != IGNORE).reshape(-1).nonzero().squeeze(1)
-    return Batch(ids, labels, positions, segments, label_index)
+    return Batch(ids, labels, positions, segments, label_index, cu_seqlens(segments))
 
 
 def attention_mask(segments: Any, implementation: str, dtype: Any) -> Any:

@@ -123,7 +123,7 @@ def labelled_hidden(model: Any, batch: Batch, implementation: str) -> tuple[Any,
     dtype = next(head.parameters()).dtype
     if implementation == varlen.NAME:
         mask = None
-        boundaries = varlen.cu_seqlens(batch.segments)
+        boundaries = batch.boundaries
         torch._dynamo.mark_dynamic(boundaries, 0)  # one compiled graph for any example count
         extra = {"cu_seqlens": boundaries}
     else:
