@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from r1forge.rollout.static import cached_attention, rows_index
+
 
 @triton.jit
 def _decode_attention_kernel(
@@ -114,33 +116,37 @@ def decode_attention(q: Any, keys: Any, values: Any, starts: Any, seen: Any, sca
     return out
 
 
-def flash_attention(q: Any, keys: Any, values: Any, starts: Any, seen: Any, scale: float) -> Any:
-    """What the engine runs today (`r1forge.rollout.static.cached_attention` on GPUs)."""
-    cu_q = torch.arange(q.shape[0] + 1, device=q.device, dtype=torch.int32)
-    cu_k = torch.cat([starts, starts[-1:] + keys.shape[0]]).to(torch.int32)
-    return torch.ops.aten._flash_attention_forward(
-        q, keys, values, cu_q, cu_k, 1, keys.shape[0], 0.0, False, False,
-        scale=scale, seqused_k=seen.to(torch.int32),
-    )[0]  # fmt: skip
+def flash_attention(
+    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
+) -> Any:
+    """What the engine runs today: its own attention call (the varlen flash kernel on GPUs)."""
+    return cached_attention(q, keys, values, rows_index(rows, seen, length, True), length, scale)
 
 
 def flash_attention_full_window(
-    q: Any, keys: Any, values: Any, starts: Any, seen: Any, scale: float
+    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
 ) -> Any:
     """The same kernel with a window over the whole cache: no head-group transpose, no split."""
-    cu_q = torch.arange(q.shape[0] + 1, device=q.device, dtype=torch.int32)
-    cu_k = torch.cat([starts, starts[-1:] + keys.shape[0]]).to(torch.int32)
+    cu_q, cu_k, seen_k = rows_index(rows, seen, length, True)
     return torch.ops.aten._flash_attention_forward(
-        q, keys, values, cu_q, cu_k, 1, keys.shape[0], 0.0, False, False, scale=scale,
-        window_size_left=keys.shape[0], window_size_right=0, seqused_k=seen.to(torch.int32),
+        q, keys, values, cu_q, cu_k, 1, length, 0.0, False, False, scale=scale,
+        window_size_left=length, window_size_right=0, seqused_k=seen_k,
     )[0]  # fmt: skip
 
 
-def reference(q: Any, keys: Any, values: Any, starts: Any, seen: Any, scale: float) -> Any:
+def triton_attention(
+    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
+) -> Any:
+    return decode_attention(q, keys, values, rows * length, seen, scale)
+
+
+def reference(
+    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
+) -> Any:
     """Row by row in float32: softmax(q k^T * scale) v over the row's visible slots."""
     kv_heads, out = keys.shape[1], []
     for b in range(q.shape[0]):
-        first, n = int(starts[b]), int(seen[b])
+        first, n = int(rows[b]) * length, int(seen[b])
         k = keys[first : first + n].float().transpose(0, 1)
         v = values[first : first + n].float().transpose(0, 1)
         qq = q[b].float().view(kv_heads, -1, q.shape[-1])
@@ -150,14 +156,15 @@ def reference(q: Any, keys: Any, values: Any, starts: Any, seen: Any, scale: flo
 
 
 def case(rows: int, length: int, heads: int, kv_heads: int, dim: int, device: Any, dtype: Any):
-    """Random cache regions of `length` slots (one spare), rows seeing 1..length of them."""
+    """Cache regions of `length` slots (one spare), the live rows sorted as the engine passes
+    them, each seeing 1..length of its slots: (q, keys, values, rows, seen, length)."""
     gen = torch.Generator().manual_seed(rows * 131 + dim)
     keys = torch.randn((rows + 1) * length, kv_heads, dim, generator=gen).to(device, dtype)
     values = torch.randn((rows + 1) * length, kv_heads, dim, generator=gen).to(device, dtype)
     q = torch.randn(rows, heads, dim, generator=gen).to(device, dtype)
-    starts = (torch.randperm(rows + 1, generator=gen)[:rows] * length).to(device)
+    live = torch.randperm(rows + 1, generator=gen)[:rows].sort().values.to(device)
     seen = torch.randint(1, length + 1, (rows,), generator=gen).to(device)
-    return q, keys, values, starts, seen
+    return q, keys, values, live, seen, length
 
 
 def check() -> dict[str, float]:
@@ -170,7 +177,7 @@ def check() -> dict[str, float]:
         (2, 70, 6, 2, 80),
     ]:
         args = case(rows, length, heads, kv_heads, dim, "cpu", torch.float32)
-        got, want = decode_attention(*args, 0.3), reference(*args, 0.3)
+        got, want = triton_attention(*args, 0.3), reference(*args, 0.3)
         errors[f"{rows}x{heads}/{kv_heads}x{dim}"] = (got - want).abs().max().item()
     return errors
 
@@ -218,7 +225,7 @@ def main() -> None:
     for name, fn in (
         ("flash", flash_attention),
         ("flash_full_window", flash_attention_full_window),
-        ("triton", decode_attention),
+        ("triton", triton_attention),
     ):
         got = fn(*inputs, 0.125)
         report[name] = {

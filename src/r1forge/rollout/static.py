@@ -166,7 +166,6 @@ class _FusedLayer:
     qkv_weight: Any
     qkv_bias: Any
     gate_up_weight: Any
-    act: Any
 
 
 def _fusable(layer: Any) -> bool:
@@ -174,37 +173,34 @@ def _fusable(layer: Any) -> bool:
     import torch
 
     attn, mlp = layer.self_attn, layer.mlp
-    projections = [attn.q_proj, attn.k_proj, attn.v_proj]
-    projections += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj")]
-    biases = [p.bias is not None for p in projections[:3] if p is not None]
+    qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+    gate_up = [getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)]
     return (
-        all(type(p) is torch.nn.Linear for p in projections)
+        all(type(p) is torch.nn.Linear for p in qkv + gate_up)
         and hasattr(mlp, "act_fn")
-        and len(set(biases)) == 1
-        and mlp.gate_proj.bias is None
-        and mlp.up_proj.bias is None
+        and len({p.bias is None for p in qkv}) == 1
+        and all(p.bias is None for p in gate_up)
     )
 
 
 def _fuse(layer: Any, into: _FusedLayer | None) -> _FusedLayer:
-    """The layer's current weights concatenated, copied into `into`'s buffers when given (so
-    that captured CUDA graphs, which hold their addresses, read the new weights)."""
+    """The layer's current weights concatenated, into `into`'s buffers when given (captured
+    CUDA graphs hold their addresses, so new weights must land in the same memory)."""
     import torch
 
     attn, mlp = layer.self_attn, layer.mlp
     qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+    parts = [
+        [p.weight for p in qkv],
+        [p.bias for p in qkv] if qkv[0].bias is not None else None,
+        [mlp.gate_proj.weight, mlp.up_proj.weight],
+    ]
     if into is None:
-        bias = torch.cat([p.bias for p in qkv]) if qkv[0].bias is not None else None
-        return _FusedLayer(
-            torch.cat([p.weight for p in qkv]),
-            bias,
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-            mlp.act_fn,
-        )
-    torch.cat([p.weight for p in qkv], out=into.qkv_weight)
-    if into.qkv_bias is not None:
-        torch.cat([p.bias for p in qkv], out=into.qkv_bias)
-    torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], out=into.gate_up_weight)
+        return _FusedLayer(*(torch.cat(t) if t is not None else None for t in parts))
+    buffers = (into.qkv_weight, into.qkv_bias, into.gate_up_weight)
+    for tensors, buffer in zip(parts, buffers, strict=True):
+        if tensors is not None:
+            torch.cat(tensors, out=buffer)
     return into
 
 
@@ -463,7 +459,7 @@ class StaticCacheEngine:
             h = layer.post_attention_layernorm(x)
             if fused is not None:
                 gate, up = F.linear(h, fused.gate_up_weight).chunk(2, dim=-1)
-                x = x + layer.mlp.down_proj(fused.act(gate) * up)
+                x = x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
             else:
                 x = x + layer.mlp(h)
         return x

@@ -51,7 +51,9 @@ class Batch:
     def to(self, device: Any) -> Batch:
         """On a GPU through pinned memory: a copy from pageable memory waits for the GPU to
         drain, which would leave it idle while the host prepares the next step."""
-        if getattr(device, "type", device) == "cuda":
+        import torch
+
+        if torch.device(device).type == "cuda":
             return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in self.tensors()))
         return Batch(*(t.to(device) for t in self.tensors()))
 
