@@ -306,3 +306,11 @@ def test_forced_lengths_stop_each_completion_at_its_own_length(tok) -> None:
         make_engine("transformers", model=model, tokenizer=tok).generate(
             prompts_of(tok), 2, sampling
         )
+
+
+def test_static_engine_rejects_an_unknown_attention_kernel() -> None:
+    """`attention_kernel` names one of the decode-attention kernels; a typo fails at once."""
+    from r1forge.rollout.static import StaticCacheEngine
+
+    with pytest.raises(ValueError, match="attention_kernel must be one of"):
+        StaticCacheEngine(object(), object(), attention_kernel="flashy")

@@ -1,21 +1,24 @@
-"""Decode attention over the static engine's cache: the varlen flash kernel against a
-Triton kernel written for it (a GPU diagnostic for issue 20; its GPU timing is still to run).
+"""Decode attention over the static engine's cache: the varlen flash kernel against the
+Triton kernel of `r1forge.rollout.decode_attention` (a GPU diagnostic for issue 20).
 
 The profile in `results/decode_profile_h100.txt` puts ~19.5 µs a layer of a 64-row decode
 step in attention: for grouped-query decoding the varlen flash kernel transposes the queries
 into a head-group layout, splits each row's keys across blocks and merges them in a second
-kernel. The Triton kernel here runs one program per (row, KV head) that reads the row's keys
-once for all query heads of its group (padded to the 16 rows a tensor-core dot needs), with
-an online softmax over blocks of 64 keys. A window that covers the whole cache is the third
-variant: it turns the flash kernel's head-group path (and so its split-KV pass) off.
+kernel. The Triton kernel runs one program per (row, KV head) over the row's keys. A window
+that covers the whole cache is the third variant: it turns the flash kernel's head-group
+path (and so its split-KV pass) off. On a GPU it times the three at the 0.5B shape of
+`grpo_step.py --only generation` and at 1.5B shapes of `rollout_lengths.py` (many rows, and
+few rows at long contexts), and sweeps the Triton kernel's launch settings:
 
-    python benchmarks/diagnostics/decode_attention.py              # GPU: error and µs a call
+    python benchmarks/diagnostics/decode_attention.py --out X.json  # GPU: error and µs a call
     TRITON_INTERPRET=1 python benchmarks/diagnostics/decode_attention.py --check   # CPU check
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import sys
 import time
@@ -23,97 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import triton
-import triton.language as tl
 
+from r1forge.rollout.decode_attention import LAUNCH, decode_attention
 from r1forge.rollout.static import cached_attention, rows_index
-
-
-@triton.jit
-def _decode_attention_kernel(
-    Q,
-    K,
-    V,
-    Out,
-    Starts,
-    Seen,
-    scale,
-    stride_qb,
-    stride_qh,
-    stride_kt,
-    stride_kh,
-    stride_ob,
-    stride_oh,
-    GROUP: tl.constexpr,
-    GROUP_PAD: tl.constexpr,
-    D: tl.constexpr,
-    D_PAD: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    row = tl.program_id(0)
-    kv_head = tl.program_id(1)
-    start = tl.load(Starts + row).to(tl.int64)
-    seen = tl.load(Seen + row)
-    g = tl.arange(0, GROUP_PAD)
-    d = tl.arange(0, D_PAD)
-    in_dim = d < D
-    in_group = g < GROUP
-    heads = kv_head * GROUP + g
-    q_ptrs = Q + row * stride_qb + heads[:, None] * stride_qh + d[None, :]
-    q = tl.load(q_ptrs, mask=in_group[:, None] & in_dim[None, :], other=0.0)
-    best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-    total = tl.zeros([GROUP_PAD], tl.float32)
-    acc = tl.zeros([GROUP_PAD, D_PAD], tl.float32)
-    for first in range(0, seen, BLOCK_N):
-        n = first + tl.arange(0, BLOCK_N)
-        visible = n < seen
-        offsets = (start + n)[:, None] * stride_kt + kv_head * stride_kh + d[None, :]
-        k = tl.load(K + offsets, mask=visible[:, None] & in_dim[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale
-        s = tl.where(visible[None, :], s, float("-inf"))
-        new_best = tl.maximum(best, tl.max(s, 1))
-        p = tl.exp(s - new_best[:, None])
-        rescale = tl.exp(best - new_best)
-        total = total * rescale + tl.sum(p, 1)
-        v = tl.load(V + offsets, mask=visible[:, None] & in_dim[None, :], other=0.0)
-        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
-        best = new_best
-    out = acc / total[:, None]
-    o_ptrs = Out + row * stride_ob + heads[:, None] * stride_oh + d[None, :]
-    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=in_group[:, None] & in_dim[None, :])
-
-
-def decode_attention(q: Any, keys: Any, values: Any, starts: Any, seen: Any, scale: float) -> Any:
-    """Row b's query heads q[b] (heads, D) against cache slots starts[b] .. starts[b] + seen[b]
-    of keys/values ((slots), kv_heads, D); returns (rows, heads, D) in q's dtype."""
-    import torch
-
-    rows, heads, dim = q.shape
-    kv_heads = keys.shape[1]
-    group = heads // kv_heads
-    q = q.contiguous()
-    out = torch.empty_like(q)
-    _decode_attention_kernel[(rows, kv_heads)](
-        q,
-        keys,
-        values,
-        out,
-        starts,
-        seen,
-        scale,
-        q.stride(0),
-        q.stride(1),
-        keys.stride(0),
-        keys.stride(1),
-        out.stride(0),
-        out.stride(1),
-        GROUP=group,
-        GROUP_PAD=max(16, triton.next_power_of_2(group)),
-        D=dim,
-        D_PAD=max(16, triton.next_power_of_2(dim)),
-        BLOCK_N=64,
-    )
-    return out
 
 
 def flash_attention(
@@ -135,9 +50,9 @@ def flash_attention_full_window(
 
 
 def triton_attention(
-    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
+    q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float, **launch: int
 ) -> Any:
-    return decode_attention(q, keys, values, rows * length, seen, scale)
+    return decode_attention(q, keys, values, rows * length, seen, scale, **launch)
 
 
 def reference(
@@ -155,15 +70,24 @@ def reference(
     return torch.stack(out).to(q.dtype)
 
 
-def case(rows: int, length: int, heads: int, kv_heads: int, dim: int, device: Any, dtype: Any):
+def case(
+    rows: int,
+    length: int,
+    heads: int,
+    kv_heads: int,
+    dim: int,
+    device: Any,
+    dtype: Any,
+    least: int = 1,
+):
     """Cache regions of `length` slots (one spare), the live rows sorted as the engine passes
-    them, each seeing 1..length of its slots: (q, keys, values, rows, seen, length)."""
+    them, each seeing least..length of its slots: (q, keys, values, rows, seen, length)."""
     gen = torch.Generator().manual_seed(rows * 131 + dim)
     keys = torch.randn((rows + 1) * length, kv_heads, dim, generator=gen).to(device, dtype)
     values = torch.randn((rows + 1) * length, kv_heads, dim, generator=gen).to(device, dtype)
     q = torch.randn(rows, heads, dim, generator=gen).to(device, dtype)
     live = torch.randperm(rows + 1, generator=gen)[:rows].sort().values.to(device)
-    seen = torch.randint(1, length + 1, (rows,), generator=gen).to(device)
+    seen = torch.randint(least, length + 1, (rows,), generator=gen).to(device)
     return q, keys, values, live, seen, length
 
 
@@ -203,6 +127,22 @@ def timed_per_call(fn: Any, args: tuple, calls: int = 48, repeats: int = 20) -> 
     return 1e6 * sorted(times)[len(times) // 2] / calls
 
 
+SHAPES = {
+    # `grpo_step.py --only generation`: 0.5B shape, 64 rows, 384-slot regions
+    "qwen05_64rows": {"rows": 64, "length": 384, "heads": 14, "kv_heads": 2, "dim": 64},
+    # `rollout_lengths.py`: 1.5B shape, the full batch early on, and the long tail at the end
+    "qwen15_256rows": {"rows": 256, "length": 1024, "heads": 12, "kv_heads": 2, "dim": 128},
+    "qwen15_16rows_long": {
+        "rows": 16,
+        "length": 4224,
+        "heads": 12,
+        "kv_heads": 2,
+        "dim": 128,
+        "least": 2048,
+    },
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -218,21 +158,39 @@ def main() -> None:
         return
     if not torch.cuda.is_available():
         sys.exit("timing needs a CUDA GPU; use --check (with TRITON_INTERPRET=1) on CPU")
-    # the 0.5B shape of `grpo_step.py --only generation`: 64 rows, 384-slot regions
-    inputs = case(64, 384, 14, 2, 64, "cuda", torch.bfloat16)
-    want = reference(*inputs, 0.125)
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    for name, fn in (
-        ("flash", flash_attention),
-        ("flash_full_window", flash_attention_full_window),
-        ("triton", triton_attention),
-    ):
-        got = fn(*inputs, 0.125)
-        report[name] = {
-            "max_abs_error": (got.float() - want.float()).abs().max().item(),
-            "us_per_call": timed_per_call(fn, (*inputs, 0.125)),
-        }
-        print(name, report[name], flush=True)
+    for label, shape in SHAPES.items():
+        inputs = case(**shape, device="cuda", dtype=torch.bfloat16)
+        scale = shape["dim"] ** -0.5
+        want = reference(*inputs, scale)
+        block: dict[str, Any] = {"shape": shape}
+        for name, fn in (
+            ("flash", flash_attention),
+            ("flash_full_window", flash_attention_full_window),
+        ):
+            block[name] = {
+                "max_abs_error": (fn(*inputs, scale).float() - want.float()).abs().max().item(),
+                "us_per_call": timed_per_call(fn, (*inputs, scale)),
+            }
+        sweep = {}
+        for block_n, warps, stages in itertools.product((32, 64, 128), (2, 4), (1, 2, 3)):
+            launch = {"block_n": block_n, "num_warps": warps, "num_stages": stages}
+            try:
+                fn = functools.partial(triton_attention, **launch)
+                error = (fn(*inputs, scale).float() - want.float()).abs().max().item()
+                sweep[json.dumps(launch)] = {
+                    "max_abs_error": error,
+                    "us_per_call": timed_per_call(fn, (*inputs, scale)),
+                }
+            except Exception as e:  # a setting that does not fit the shape (shared memory)
+                sweep[json.dumps(launch)] = {"error": repr(e)[:200]}
+        timed_ok = {k: v for k, v in sweep.items() if "us_per_call" in v}
+        best = min(timed_ok, key=lambda k: timed_ok[k]["us_per_call"])
+        block["triton_default"] = sweep[json.dumps(LAUNCH)]
+        block["triton_best"] = {"launch": json.loads(best), **sweep[best]}
+        block["triton_sweep"] = sweep
+        report[label] = block
+        print(label, {k: v for k, v in block.items() if k != "triton_sweep"}, flush=True)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 

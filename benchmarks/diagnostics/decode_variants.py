@@ -3,10 +3,12 @@
 A one-off GPU diagnostic (CUDA only, not part of the benchmark suite): the decode step of
 `grpo_step.py --only generation`, timed the same way, for the static engine with separate
 and with fused q/k/v and gate/up projections (and two variants that did not help), plus
-torch.profiler kernel tables of one 64-step generate per variant. It produced
+torch.profiler kernel tables of one 64-step generate per variant, and the Triton decode
+attention (with `DECODE_LAUNCH`, a JSON of its launch settings). It produced
 `benchmarks/results/decode_variants_h100.json` and `decode_profile_h100.txt`:
 
-    OUT=/dev/shm/out BUDGET=230 python benchmarks/diagnostics/decode_variants.py
+    OUT=/dev/shm/out BUDGET=230 VARIANTS=fused,fused_triton_attention \
+        python benchmarks/diagnostics/decode_variants.py
 """
 
 import json
@@ -22,6 +24,7 @@ from grpo_step import copy_bandwidth, random_prompts, timed
 from sft_throughput import QWEN05, build_model, count_params, placeholder_tokenizer
 
 from r1forge.rollout import Sampling
+from r1forge.rollout.decode_attention import LAUNCH
 from r1forge.rollout.static import StaticCacheEngine
 
 OUT = Path(os.environ.get("OUT", "/tmp"))
@@ -110,9 +113,21 @@ class Autotune(StaticCacheEngine):
         self._compiled = torch.compile(self._decode_logits, mode="max-autotune-no-cudagraphs")
 
 
+if os.environ.get("DECODE_LAUNCH"):  # the Triton kernel's best launch from decode_attention.py
+    LAUNCH.update(json.loads(os.environ["DECODE_LAUNCH"]))
 variants = [
     ("base", lambda: StaticCacheEngine(model, tok, fuse_projections=False), True),
     ("fused", lambda: StaticCacheEngine(model, tok, fuse_projections=True), True),
+    (
+        "fused_triton_attention",
+        lambda: StaticCacheEngine(model, tok, fuse_projections=True, attention_kernel="triton"),
+        True,
+    ),
+    (
+        "fused_triton_attention_autotune",
+        lambda: Autotune(model, tok, fuse_projections=True, attention_kernel="triton"),
+        False,
+    ),
     ("fused_whole_step", lambda: WholeStep(model, tok, fuse_projections=True), False),
     (
         "base_eager_graphs",
@@ -121,6 +136,9 @@ variants = [
     ),
     ("fused_autotune", lambda: Autotune(model, tok, fuse_projections=True), False),
 ]
+chosen = os.environ.get("VARIANTS")  # comma-separated names; all by default
+if chosen:
+    variants = [v for v in variants if v[0] in chosen.split(",")]
 ref = None
 for name, make, prof_it in variants:
     if time.time() - T0 > BUDGET:
@@ -139,7 +157,7 @@ for name, make, prof_it in variants:
         results[name] = {
             "decode_ms_per_step": ms,
             "roofline_fraction": results["floor_ms"] / ms,
-            "greedy_agreement_vs_base": agree,
+            "greedy_agreement_vs_first": agree,
             "seconds": time.time() - t,
         }
         if prof_it and time.time() - T0 < BUDGET:

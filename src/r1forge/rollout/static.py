@@ -212,6 +212,10 @@ def _rotate(x: Any, cos: Any, sin: Any) -> Any:
     return x * cos + rotated * sin
 
 
+ATTENTION_KERNELS = ("flash", "triton")
+"""Decode attention on GPUs: the varlen flash kernel, or `decode_attention`'s Triton kernel."""
+
+
 def _flash_ready(x: Any) -> bool:
     """The varlen flash kernel runs on CUDA, in half precision only."""
     import torch
@@ -233,12 +237,19 @@ def rows_index(rows: Any, seen: Any, length: int, flash: bool) -> tuple[Any, ...
 
 
 def cached_attention(
-    q: Any, keys: Any, values: Any, index: tuple[Any, ...], length: int, scale: float
+    q: Any,
+    keys: Any,
+    values: Any,
+    index: tuple[Any, ...],
+    length: int,
+    scale: float,
+    kernel: str = "flash",
 ) -> Any:
     """Row b's query q[b] (heads, D) against its own cache slots (see `rows_index`).
 
-    Caches are ((regions x length), kv_heads, D). On GPUs the varlen flash kernel reads each
-    row's own slots only (`seqused_k`); elsewhere SDPA attends over the row's region, masked.
+    Caches are ((regions x length), kv_heads, D). On GPUs the varlen flash kernel (or, with
+    kernel="triton", `decode_attention`'s) reads each row's own slots only; elsewhere SDPA
+    attends over the row's region, masked.
     """
     import torch
     import torch.nn.functional as F
@@ -247,6 +258,10 @@ def cached_attention(
     kv_heads = keys.shape[1]
     if _flash_ready(q):
         cu_q, cu_k, seen = index
+        if kernel == "triton":
+            from r1forge.rollout.decode_attention import decode_attention
+
+            return decode_attention(q, keys, values, cu_k, seen, scale)
         out = torch.ops.aten._flash_attention_forward(
             q, keys, values, cu_q, cu_k, 1, length, 0.0, False, False, scale=scale, seqused_k=seen
         )
@@ -321,11 +336,14 @@ class StaticCacheEngine:
         check_every: int = 16,
         prefix_sharing: bool = True,
         fuse_projections: bool | None = None,
+        attention_kernel: str = "flash",
     ):
+        if attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention_kernel must be one of {ATTENTION_KERNELS}")
         self.model, self.tokenizer = sampling_module(model), tokenizer
         self.max_batch, self.check_every = max_batch, check_every
         self.cuda_graphs, self.compile, self.prefix_sharing = cuda_graphs, compile, prefix_sharing
-        self.fuse_projections = fuse_projections
+        self.fuse_projections, self.attention_kernel = fuse_projections, attention_kernel
         self._compiled: Any = None
         self._samplers: dict[tuple[float, float], Any] = {}
         self.layout = _layout(self.model)
@@ -537,7 +555,13 @@ class StaticCacheEngine:
             pool.keys[index].index_copy_(0, slot, k.to(pool.dtype))
             pool.values[index].index_copy_(0, slot, v.to(pool.dtype))
             return cached_attention(
-                q, pool.keys[index], pool.values[index], rows, pool.length, lay.scaling
+                q,
+                pool.keys[index],
+                pool.values[index],
+                rows,
+                pool.length,
+                lay.scaling,
+                self.attention_kernel,
             )
 
         return lay.lm_head(lay.norm(self._layers(lay.embed(token), pos, attend)))
