@@ -304,6 +304,12 @@ def main() -> None:
         help="steps per timing window, on both sides (each window ends with a GPU sync and a "
         "loss read-back, as logging does)",
     )
+    parser.add_argument(
+        "--shape",
+        choices=["qwen05", "qwen15"],
+        default="qwen05",
+        help="model shape: Qwen2.5-0.5B (the target's) or Qwen2.5-1.5B (hidden 1536, 28 layers)",
+    )
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--seq", type=int, default=4096)
     parser.add_argument("--zero", type=int, default=0, help="ZeRO stage for r1forge (one GPU: 0)")
@@ -343,7 +349,7 @@ def main() -> None:
         )
     import torch
 
-    shape = TINY if args.tiny else QWEN05
+    shape = TINY if args.tiny else {"qwen05": QWEN05, "qwen15": QWEN15}[args.shape]
     examples = synthetic_examples(
         n=max(64, args.rows * (args.steps + args.warmup + 2) * 6),
         vocab=shape["vocab_size"],
