@@ -255,6 +255,11 @@ def main() -> None:
         "run linearly (each of its steps costs the same); for a device-time budget",
     )
     parser.add_argument(
+        "--attention-kernel",
+        default="auto",
+        help="the r1forge engine's decode attention on GPUs: auto, flash or triton",
+    )
+    parser.add_argument(
         "--no-checks", dest="checks", action="store_false", help="skip the engines' sampling checks"
     )
     parser.add_argument("--out", type=Path, default=None)
@@ -288,6 +293,7 @@ def main() -> None:
             "dtype": str(dtype).removeprefix("torch."),
             "sampling": "temperature 1, top-p 1, EOS ignored, each row stopped at its drawn length",
             "previous_engine": str(args.previous_engine) if args.previous_engine else None,
+            "attention_kernel": args.attention_kernel,
         },
         "lengths": {
             "distribution": f"log-normal, median {args.longest // 8}, sigma 1, clipped to [{args.shortest}, {args.longest}]",
@@ -319,9 +325,8 @@ def main() -> None:
                 engine = load_engine_class(args.previous_engine)(model, tok)
                 run = run_engine(engine, prompts, args.samples, lengths, forced=False)
             elif side == "r1forge_static_engine":
-                run = run_engine(
-                    StaticCacheEngine(model, tok), prompts, args.samples, lengths, forced=True
-                )
+                engine = StaticCacheEngine(model, tok, attention_kernel=args.attention_kernel)
+                run = run_engine(engine, prompts, args.samples, lengths, forced=True)
             else:
                 raise SystemExit(f"unknown side {side!r}; known: {', '.join(SIDES)}")
             run(warmup_lengths(rows, max(lengths), side))

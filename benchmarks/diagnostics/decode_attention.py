@@ -35,7 +35,8 @@ def flash_attention(
     q: Any, keys: Any, values: Any, rows: Any, seen: Any, length: int, scale: float
 ) -> Any:
     """What the engine runs today: its own attention call (the varlen flash kernel on GPUs)."""
-    return cached_attention(q, keys, values, rows_index(rows, seen, length, True), length, scale)
+    index = rows_index(rows, seen, length, True)
+    return cached_attention(q, keys, values, index, length, scale, "flash")
 
 
 def flash_attention_full_window(

@@ -116,8 +116,16 @@ class Autotune(StaticCacheEngine):
 if os.environ.get("DECODE_LAUNCH"):  # the Triton kernel's best launch from decode_attention.py
     LAUNCH.update(json.loads(os.environ["DECODE_LAUNCH"]))
 variants = [
-    ("base", lambda: StaticCacheEngine(model, tok, fuse_projections=False), True),
-    ("fused", lambda: StaticCacheEngine(model, tok, fuse_projections=True), True),
+    (
+        "base",
+        lambda: StaticCacheEngine(model, tok, fuse_projections=False, attention_kernel="flash"),
+        True,
+    ),
+    (
+        "fused",
+        lambda: StaticCacheEngine(model, tok, fuse_projections=True, attention_kernel="flash"),
+        True,
+    ),
     (
         "fused_triton_attention",
         lambda: StaticCacheEngine(model, tok, fuse_projections=True, attention_kernel="triton"),
@@ -128,13 +136,23 @@ variants = [
         lambda: Autotune(model, tok, fuse_projections=True, attention_kernel="triton"),
         False,
     ),
-    ("fused_whole_step", lambda: WholeStep(model, tok, fuse_projections=True), False),
     (
-        "base_eager_graphs",
-        lambda: StaticCacheEngine(model, tok, compile=False, fuse_projections=False),
+        "fused_whole_step",
+        lambda: WholeStep(model, tok, fuse_projections=True, attention_kernel="flash"),
         False,
     ),
-    ("fused_autotune", lambda: Autotune(model, tok, fuse_projections=True), False),
+    (
+        "base_eager_graphs",
+        lambda: StaticCacheEngine(
+            model, tok, compile=False, fuse_projections=False, attention_kernel="flash"
+        ),
+        False,
+    ),
+    (
+        "fused_autotune",
+        lambda: Autotune(model, tok, fuse_projections=True, attention_kernel="flash"),
+        False,
+    ),
 ]
 chosen = os.environ.get("VARIANTS")  # comma-separated names; all by default
 if chosen:

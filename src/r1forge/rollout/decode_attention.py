@@ -6,8 +6,7 @@ H100 ~19.5 µs a layer of a 64-row, 0.5B-shape decode step (`benchmarks/results/
 decode_profile_h100.txt`). This kernel runs one program per (row, KV head) that reads the
 row's keys once for all query heads of its group (padded to the 16 rows a tensor-core dot
 needs), with an online softmax over blocks of `block_n` cache slots. It does not split a
-row's keys, so it needs enough rows to fill the GPU (`StaticCacheEngine` picks it per
-captured batch size).
+row's keys, so it needs enough rows to fill the GPU (`MIN_PROGRAMS`).
 """
 
 from __future__ import annotations
@@ -17,8 +16,27 @@ from typing import Any
 import triton
 import triton.language as tl
 
-LAUNCH = {"block_n": 64, "num_warps": 4, "num_stages": 2}
-"""Launch settings; `benchmarks/diagnostics/decode_attention.py` sweeps them on a GPU."""
+LAUNCH = {"block_n": 128, "num_warps": 4, "num_stages": 3}
+"""Launch settings: the fastest (or within 0.3 µs of it) of 18 swept on an H100 at the 0.5B
+and 1.5B shapes (`benchmarks/results/decode_attention_h100.json`); `launch_settings` shrinks
+them where a GPU's shared memory cannot hold their K/V tiles."""
+
+MIN_PROGRAMS = 32
+"""`cached_attention`'s "auto" uses this kernel from rows x KV heads programs up (16 rows of
+a 2-KV-head model: 46 µs against flash's 61 at 2-4k contexts on an H100); with fewer, one
+row's keys per program leave most of the GPU idle and flash's split-KV pass wins."""
+
+
+def launch_settings(dim_pad: int, element_bytes: int, shared_memory: int) -> dict[str, int]:
+    """`LAUNCH`, with fewer pipeline stages, then smaller key blocks, until the K and V tiles
+    of all stages fit in `shared_memory` bytes (A100: 164 KiB, L40: 100 KiB)."""
+    block_n, stages = LAUNCH["block_n"], LAUNCH["num_stages"]
+    while stages * block_n * dim_pad * element_bytes * 2 > shared_memory and block_n > 16:
+        if stages > 2:
+            stages -= 1
+        else:
+            block_n //= 2
+    return {"block_n": block_n, "num_warps": LAUNCH["num_warps"], "num_stages": stages}
 
 
 @triton.jit
@@ -61,7 +79,7 @@ def _decode_attention_kernel(
         visible = n < seen
         offsets = (start + n)[:, None] * stride_kt + kv_head * stride_kh + d[None, :]
         k = tl.load(K + offsets, mask=visible[:, None] & in_dim[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale
+        s = (tl.dot(q, tl.trans(k)) * scale).to(tl.float32)  # under inductor scale is fp64
         s = tl.where(visible[None, :], s, float("-inf"))
         new_best = tl.maximum(best, tl.max(s, 1))
         p = tl.exp(s - new_best[:, None])
@@ -88,7 +106,7 @@ def decode_attention(
 ) -> Any:
     """Row b's query heads q[b] (heads, D) against cache slots starts[b] .. starts[b] + seen[b]
     of keys/values ((slots), kv_heads, D); returns (rows, heads, D) in q's dtype. Launch
-    settings default to `LAUNCH`."""
+    settings default to `launch_settings` for this GPU."""
     import torch
 
     rows, heads, dim = q.shape
@@ -96,6 +114,8 @@ def decode_attention(
     group = heads // kv_heads
     q = q.contiguous()
     out = torch.empty_like(q)
+    dim_pad = max(16, triton.next_power_of_2(dim))
+    fitted = launch_settings(dim_pad, keys.element_size(), _shared_memory(keys.device))
     _decode_attention_kernel[(rows, kv_heads)](
         q,
         keys,
@@ -113,9 +133,19 @@ def decode_attention(
         GROUP=group,
         GROUP_PAD=max(16, triton.next_power_of_2(group)),
         D=dim,
-        D_PAD=max(16, triton.next_power_of_2(dim)),
-        BLOCK_N=block_n or LAUNCH["block_n"],
-        num_warps=num_warps or LAUNCH["num_warps"],
-        num_stages=num_stages or LAUNCH["num_stages"],
+        D_PAD=dim_pad,
+        BLOCK_N=block_n or fitted["block_n"],
+        num_warps=num_warps or fitted["num_warps"],
+        num_stages=num_stages or fitted["num_stages"],
     )
     return out
+
+
+def _shared_memory(device: Any) -> int:
+    """Shared memory a block may opt into on `device` (plenty under Triton's CPU interpreter);
+    torch.compile folds the device query into a constant."""
+    import torch
+
+    if device.type != "cuda":
+        return 1 << 30
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin

@@ -212,8 +212,9 @@ def _rotate(x: Any, cos: Any, sin: Any) -> Any:
     return x * cos + rotated * sin
 
 
-ATTENTION_KERNELS = ("flash", "triton")
-"""Decode attention on GPUs: the varlen flash kernel, or `decode_attention`'s Triton kernel."""
+ATTENTION_KERNELS = ("auto", "flash", "triton")
+"""Decode attention on GPUs: the varlen flash kernel, `decode_attention`'s Triton kernel, or
+"auto": Triton where a step has enough rows to fill the GPU with it, else flash."""
 
 
 def _flash_ready(x: Any) -> bool:
@@ -243,13 +244,13 @@ def cached_attention(
     index: tuple[Any, ...],
     length: int,
     scale: float,
-    kernel: str = "flash",
+    kernel: str = "auto",
 ) -> Any:
     """Row b's query q[b] (heads, D) against its own cache slots (see `rows_index`).
 
-    Caches are ((regions x length), kv_heads, D). On GPUs the varlen flash kernel (or, with
-    kernel="triton", `decode_attention`'s) reads each row's own slots only; elsewhere SDPA
-    attends over the row's region, masked.
+    Caches are ((regions x length), kv_heads, D). On GPUs the varlen flash kernel or
+    `decode_attention`'s Triton kernel (`ATTENTION_KERNELS`) reads each row's own slots only;
+    elsewhere SDPA attends over the row's region, masked.
     """
     import torch
     import torch.nn.functional as F
@@ -258,6 +259,10 @@ def cached_attention(
     kv_heads = keys.shape[1]
     if _flash_ready(q):
         cu_q, cu_k, seen = index
+        if kernel == "auto":
+            from r1forge.rollout.decode_attention import MIN_PROGRAMS
+
+            kernel = "triton" if batch * kv_heads >= MIN_PROGRAMS else "flash"
         if kernel == "triton":
             from r1forge.rollout.decode_attention import decode_attention
 
@@ -336,7 +341,7 @@ class StaticCacheEngine:
         check_every: int = 16,
         prefix_sharing: bool = True,
         fuse_projections: bool | None = None,
-        attention_kernel: str = "flash",
+        attention_kernel: str = "auto",
     ):
         if attention_kernel not in ATTENTION_KERNELS:
             raise ValueError(f"attention_kernel must be one of {ATTENTION_KERNELS}")
