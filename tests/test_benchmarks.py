@@ -374,9 +374,10 @@ def test_multi_gpu_scaling_grpo_async_smoke(tmp_path: Path) -> None:
 
 
 def test_triton_decode_attention_matches_the_reference_on_cpu() -> None:
-    """The diagnostic's Triton decode-attention kernel, run by Triton's interpreter on the
-    CPU (its GPU timing needs a GPU): within 1e-4 of float32 softmax attention, for grouped
-    and ungrouped heads and a head size that is not a power of two."""
+    """The static engine's Triton decode-attention kernel (`r1forge.rollout.decode_attention`)
+    through its diagnostic's check, run by Triton's interpreter on the CPU (its GPU timing
+    needs a GPU): within 1e-4 of float32 softmax attention, for grouped and ungrouped heads
+    and a head size that is not a power of two."""
     import os
 
     command = [sys.executable, str(ROOT / "benchmarks/diagnostics/decode_attention.py"), "--check"]

@@ -314,3 +314,18 @@ def test_static_engine_rejects_an_unknown_attention_kernel() -> None:
 
     with pytest.raises(ValueError, match="attention_kernel must be one of"):
         StaticCacheEngine(object(), object(), attention_kernel="flashy")
+
+
+def test_decode_attention_launch_settings_fit_shared_memory() -> None:
+    """The Triton decode kernel keeps its swept launch (128-slot blocks, 3 stages) where an
+    H100's 227 KiB hold the K/V tiles (3 x 128 x 128 x 2 B x 2 = 192 KiB at head size 128),
+    drops a stage on an A100 (163 KiB) and halves the block on an L40 (99 KiB)."""
+    pytest.importorskip("triton")
+    from r1forge.rollout.decode_attention import launch_settings
+
+    h100, a100, l40 = 232448, 166912, 101376
+    assert launch_settings(64, 2, h100) == {"block_n": 128, "num_warps": 4, "num_stages": 3}
+    assert launch_settings(128, 2, h100) == {"block_n": 128, "num_warps": 4, "num_stages": 3}
+    assert launch_settings(128, 2, a100) == {"block_n": 128, "num_warps": 4, "num_stages": 2}
+    assert launch_settings(128, 2, l40) == {"block_n": 64, "num_warps": 4, "num_stages": 2}
+    assert launch_settings(256, 2, l40) == {"block_n": 32, "num_warps": 4, "num_stages": 2}
