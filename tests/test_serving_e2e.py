@@ -66,8 +66,8 @@ def test_rl_adds_to_a_converged_cold_start_and_keeps_the_format(demo: Path) -> N
     """Issue 17's CPU targets, measured by the demo's own evaluate stages (R1's pass@1 over 4
     samples at T=0.6 and greedy accuracy, 200 held-out prompts): GRPO from the converged cold
     start lowers neither by more than a point, the final RL is at least the merged SFT, and
-    every RL checkpoint keeps a format rate of at least 0.9. Measured on a fresh clone of
-    356849b on a 2-core AMD EPYC (README): pass@1 / greedy 0.721 / 0.720 -> 0.730 / 0.745;
+    every RL checkpoint keeps a format rate of at least 0.9. Measured on fresh clones of
+    356849b and 2283b4c on a 2-core AMD EPYC (README): pass@1 / greedy 0.721 / 0.720 -> 0.730 / 0.745;
     merged SFT 0.580 -> final RL 0.600; format rates 0.995, 0.994, 0.999. On a 2-core Intel
     Xeon (f70c71c, 204963e): 0.674 / 0.690 -> 0.688 / 0.680 (greedy at the bound); merged SFT
     0.454 -> final RL 0.460."""
