@@ -115,56 +115,32 @@ class Autotune(StaticCacheEngine):
 
 if os.environ.get("DECODE_LAUNCH"):  # the Triton kernel's best launch from decode_attention.py
     LAUNCH.update(json.loads(os.environ["DECODE_LAUNCH"]))
-variants = [
-    (
-        "base",
-        lambda: StaticCacheEngine(model, tok, fuse_projections=False, attention_kernel="flash"),
-        True,
-    ),
-    (
-        "fused",
-        lambda: StaticCacheEngine(model, tok, fuse_projections=True, attention_kernel="flash"),
-        True,
-    ),
-    (
-        "fused_triton_attention",
-        lambda: StaticCacheEngine(model, tok, fuse_projections=True, attention_kernel="triton"),
-        True,
-    ),
-    (
-        "fused_triton_attention_autotune",
-        lambda: Autotune(model, tok, fuse_projections=True, attention_kernel="triton"),
-        False,
-    ),
-    (
-        "fused_whole_step",
-        lambda: WholeStep(model, tok, fuse_projections=True, attention_kernel="flash"),
-        False,
-    ),
+FUSED, SEPARATE = {"fuse_projections": True}, {"fuse_projections": False}
+variants = [  # name, engine class, its arguments, whether to profile it
+    ("base", StaticCacheEngine, SEPARATE | {"attention_kernel": "flash"}, True),
+    ("fused", StaticCacheEngine, FUSED | {"attention_kernel": "flash"}, True),
+    ("fused_triton_attention", StaticCacheEngine, FUSED | {"attention_kernel": "triton"}, True),
+    ("fused_triton_attention_autotune", Autotune, FUSED | {"attention_kernel": "triton"}, False),
+    ("fused_whole_step", WholeStep, FUSED | {"attention_kernel": "flash"}, False),
     (
         "base_eager_graphs",
-        lambda: StaticCacheEngine(
-            model, tok, compile=False, fuse_projections=False, attention_kernel="flash"
-        ),
+        StaticCacheEngine,
+        SEPARATE | {"attention_kernel": "flash", "compile": False},
         False,
     ),
-    (
-        "fused_autotune",
-        lambda: Autotune(model, tok, fuse_projections=True, attention_kernel="flash"),
-        False,
-    ),
+    ("fused_autotune", Autotune, FUSED | {"attention_kernel": "flash"}, False),
 ]
 chosen = os.environ.get("VARIANTS")  # comma-separated names; all by default
 if chosen:
     variants = [v for v in variants if v[0] in chosen.split(",")]
 ref = None
-for name, make, prof_it in variants:
+for name, engine_class, arguments, prof_it in variants:
     if time.time() - T0 > BUDGET:
         print("skip", name, "budget")
         continue
     try:
         t = time.time()
-        eng = make()
+        eng = engine_class(model, tok, **arguments)
         ms, _ = measure(eng)
         g = greedy(eng)
         if ref is None:
