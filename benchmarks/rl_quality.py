@@ -18,6 +18,10 @@ schedule, Adam betas, gradient clipping, precision and seed; `--trl-set KEY=VALU
 any of TRL's settings on top (recorded under `config.trl_overrides`). Samples drawn are
 counted on both sides (r1forge's refills and selection pass included).
 
+`--arm NAME KEY=VALUE...` adds an r1forge arm from the same checkpoint with recipe overrides
+of its own (a lever against the recipe's arm, on the same cold start and prompts); each is
+evaluated and reported like `r1forge`, under its name.
+
 Resumable: finished stages (an `r1forge.json`, or TRL's `trl.json`) are skipped.
 """
 
@@ -238,6 +242,19 @@ def trl_arms(args: argparse.Namespace, recipe: Any) -> dict[str, list[str]]:
     return arms
 
 
+def r1forge_arms(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Extra r1forge arms (`--arm NAME KEY=VALUE...`) and their recipe overrides."""
+    arms: dict[str, list[str]] = {}
+    for name, *overrides in args.arm:
+        taken = {*ARMS, EQUAL_ARM, *arms}
+        if not name.isidentifier() or name in taken or name.endswith("_run"):
+            raise SystemExit(f"--arm {name}: a new identifier is needed (taken: {sorted(taken)})")
+        if not overrides or not all("=" in o for o in overrides):
+            raise SystemExit(f"--arm {name}: give its recipe overrides as KEY=VALUE")
+        arms[name] = overrides
+    return arms
+
+
 def uses_selection(recipe: Any) -> bool:
     return any(p.startswith("../selected/") for p in recipe.grpo_reasoning.prompts)
 
@@ -295,28 +312,29 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
         )
         return quoted(cmd + [x for f in eval_files for x in ("--data", f)])
 
-    # each chain runs its arm then evaluates it; the chains, and the SFT's evaluation, side by side
-    chains = [evaluation("sft")]
-    if not finished(work / "r1forge"):
-        resume = ["--resume"] if (work / "r1forge.run/checkpoints/latest").is_file() else []
+    def r1forge_chain(arm: str, overrides: list[str]) -> str | None:
+        if finished(work / arm):
+            return evaluation(arm)
+        resume = ["--resume"] if (work / f"{arm}.run/checkpoints/latest").is_file() else []
         grpo = cli(
             "grpo",
             *common,
+            *(x for s in overrides for x in ("--set", s)),
             "--data",
             str(data_dir),
             "--model",
             str(work / "sft"),
             "--output",
-            str(work / "r1forge"),
+            str(work / arm),
             *resume,
         )
-        chains.append(
-            " && ".join(
-                filter(None, [quoted(grpo) + f" > {work}/r1forge.log 2>&1", evaluation("r1forge")])
-            )
+        return " && ".join(
+            filter(None, [quoted(grpo) + f" > {work}/{arm}.log 2>&1", evaluation(arm)])
         )
-    else:
-        chains.append(evaluation("r1forge"))
+
+    # each chain runs its arm then evaluates it; the chains, and the SFT's evaluation, side by side
+    chains = [evaluation("sft"), r1forge_chain("r1forge", [])]
+    chains += [r1forge_chain(arm, overrides) for arm, overrides in r1forge_arms(args).items()]
     trl_prompts = recipe.select.prompts if uses_selection(recipe) else recipe.grpo_reasoning.prompts
     for arm, overrides in trl_arms(args, recipe).items():
         if finished(work / arm):
@@ -344,7 +362,7 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
     chains = [c for c in chains if c]
     if chains:
         lines.append(" & ".join(f"( {c} )" for c in chains) + " & wait")
-    arms = ["sft", "r1forge", *trl_arms(args, recipe)]
+    arms = ["sft", "r1forge", *r1forge_arms(args), *trl_arms(args, recipe)]
     lines.append(" && ".join(f"test -f {work}/eval_{arm}/metrics.json" for arm in arms))
     return "\n".join(lines)
 
@@ -397,25 +415,34 @@ def trl_run(work: Path, arm: str) -> dict[str, Any]:
     }
 
 
-def seed_result(work: Path, names: list[str], recipe: Any) -> dict[str, Any]:
-    arms = [*ARMS, *([EQUAL_ARM] if (work / f"eval_{EQUAL_ARM}/metrics.json").is_file() else [])]
+def seed_result(
+    work: Path, names: list[str], recipe: Any, extra: list[str] | None = None
+) -> dict[str, Any]:
+    """One seed's evaluations, run curves, samples drawn and gains over SFT; `extra` names
+    the `--arm` arms (r1forge runs beside the recipe's own)."""
+    ours = ["r1forge", *(extra or [])]
+    trl = ["trl", *([EQUAL_ARM] if (work / f"eval_{EQUAL_ARM}/metrics.json").is_file() else [])]
+    arms = ["sft", *ours, *trl]
     result: dict[str, Any] = {}
     for arm in arms:
         report = json.loads((work / f"eval_{arm}/metrics.json").read_text())
         result[arm] = per_set(report, names)
-    r1 = json.loads((work / "r1forge/r1forge.json").read_text())["metrics"]
-    curve = r1forge_curve(work / "r1forge/metrics.jsonl")
     cfg = recipe.grpo_reasoning
-    draws = sum(row.get("dynamic/draws", 1.0) for row in curve if "reward" in row)
-    result["r1forge_run"] = {"steps": r1["steps"], "curve": curve}
-    for arm in arms[2:]:
+    per_step = cfg.prompts_per_step * cfg.group_size
+    drawn: dict[str, int] = {}
+    for arm in ours:
+        steps = json.loads((work / arm / "r1forge.json").read_text())["metrics"]["steps"]
+        curve = r1forge_curve(work / arm / "metrics.jsonl")
+        draws = sum(row.get("dynamic/draws", 1.0) for row in curve if "reward" in row)
+        result[f"{arm}_run"] = {"steps": steps, "curve": curve}
+        drawn[arm] = int(draws * per_step)
+    for arm in trl:
         result[f"{arm}_run"] = trl_run(work, arm)
     stats = work / "selected/rl_prompts.stats.json"
     selection = json.loads(stats.read_text()) if stats.is_file() else None
-    per_step = cfg.prompts_per_step * cfg.group_size
     result["samples"] = {
-        **{arm: result[f"{arm}_run"]["steps"] * per_step for arm in arms[2:]},
-        "r1forge": int(draws * per_step),
+        **{arm: result[f"{arm}_run"]["steps"] * per_step for arm in trl},
+        **drawn,
         "r1forge_selection": selection["prompts"] * recipe.select.k if selection else 0,
     }
     if selection:
@@ -453,8 +480,9 @@ def gpu_name() -> str:
 
 def print_table(report: dict[str, Any]) -> None:
     names = report["eval_sets"]
+    extra = list(report["config"].get("r1forge_arms", {}))
     for seed, result in report["seeds"].items():
-        arms = [arm for arm in (*ARMS, EQUAL_ARM) if arm in result]
+        arms = [arm for arm in ("sft", "r1forge", *extra, "trl", EQUAL_ARM) if arm in result]
         print(f"seed {seed}")
         heads = "".join(f"{arm:>16}" for arm in arms)
         print(f"  {'eval set':<16}{heads}  gain {' / '.join(arms[1:])} (p@1)")
@@ -519,6 +547,15 @@ def main() -> None:
         "r1forge may draw (refills and selection included)",
     )
     parser.add_argument(
+        "--arm",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME KEY=VALUE",
+        help="an extra r1forge arm from the same checkpoint: its name, then recipe overrides "
+        "of its own (repeatable)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -545,6 +582,9 @@ def main() -> None:
     from r1forge.io import write_json_atomic
 
     recipe = load_recipe(args.recipe, args.set)
+    extra = r1forge_arms(args)
+    for overrides in extra.values():
+        load_recipe(args.recipe, [*args.set, *overrides])  # a bad override fails here, not later
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / "data"
     began = time.perf_counter()
@@ -584,12 +624,13 @@ def main() -> None:
         "in_distribution": in_distribution,
         "held_out_sets": sorted(recipe.data.held_out),
         "seeds": {
-            str(seed): seed_result(args.workdir / f"seed{seed}", names, recipe)
+            str(seed): seed_result(args.workdir / f"seed{seed}", names, recipe, list(extra))
             for seed in args.seeds
         },
         "config": {
             "overrides": args.set,
             "trl_overrides": args.trl_set,
+            **({"r1forge_arms": extra} if extra else {}),
             **(
                 {"trl_equal_samples_steps": equal_sample_steps(recipe)}
                 if args.trl_equal_samples

@@ -274,6 +274,51 @@ def test_rl_quality_merges_one_seed_per_call(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == merged
 
 
+def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--arm NAME KEY=VALUE` adds an r1forge GRPO run from the same cold start with overrides
+    of its own, evaluated like the recipe's arm; the recipe's arm keeps the recipe; a taken
+    name or a bad override is refused before any work."""
+    import argparse
+
+    from r1forge.config import load_recipe
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rl_quality
+
+    args = argparse.Namespace(
+        recipe=ROOT / "recipes/ci.yaml",
+        set=[],
+        trl_set=[],
+        trl_equal_samples=False,
+        arm=[["hold", "grpo_reasoning.entropy.target=0.1"]],
+    )
+    work = tmp_path / "seed0"
+    script = rl_quality.seed_script(args, load_recipe(args.recipe, []), tmp_path / "data", work, 0)
+    grpo = [line for line in script.split("( ") if "'grpo'" in line]
+    assert len(grpo) == 2
+    ours, hold = sorted(grpo, key=lambda line: "hold" in line)
+    assert f"'{work}/r1forge'" in ours and "entropy.target" not in ours
+    assert f"'{work}/hold'" in hold and "'grpo_reasoning.entropy.target=0.1'" in hold
+    assert f"'{work}/eval_hold'" in hold and f"test -f {work}/eval_hold/metrics.json" in script
+    for arm, message in (
+        (["trl", "grpo_reasoning.lr=1e-6"], "a new identifier"),
+        (["hold", "lr"], "KEY=VALUE"),
+        (["hold", "grpo_reasoning.nosuch=1"], "nosuch"),
+    ):
+        proc = run_benchmark(
+            "rl_quality.py",
+            "--recipe",
+            str(ROOT / "recipes/ci.yaml"),
+            "--workdir",
+            str(tmp_path / "refused"),
+            "--arm",
+            *arm,
+            timeout=120,
+        )
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_rl_quality_smoke(tmp_path: Path) -> None:
