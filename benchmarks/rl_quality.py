@@ -499,6 +499,73 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"  {name:<16}{cells}  {gains}")
 
 
+# (r1forge's key, TRL's key, panel title): the training curves drawn side by side
+CURVES = (
+    ("reward", "reward", "training reward"),
+    ("entropy", "entropy", "rollout entropy"),
+    ("zero_std_fraction", "frac_reward_zero_std", "share of groups without reward variance"),
+)
+
+
+def samples_curve(report: dict[str, Any], seed: str, arm: str) -> list[tuple[int, dict]]:
+    """An arm's logged rows against the samples it had drawn by then: r1forge's count its
+    refills and start after its selection pass; TRL draws one batch a step."""
+    cfg = report["config"]["grpo_reasoning"]
+    per_step = cfg["prompts_per_step"] * cfg["group_size"]
+    result = report["seeds"][seed]
+    rows = [row for row in result[f"{arm}_run"]["curve"] if "reward" in row]
+    if arm in ("trl", EQUAL_ARM):
+        return [(row["step"] * per_step, row) for row in rows]
+    drawn, points = result["samples"].get("r1forge_selection", 0), []
+    for row in rows:
+        drawn += int(row.get("dynamic/draws", 1.0) * per_step)
+        points.append((drawn, row))
+    return points
+
+
+def plot_report(report: dict[str, Any], path: Path) -> Path:
+    """Each arm's training curves against samples drawn (one column a seed), labelled with
+    its held-out in-distribution pass@1: where an equal-budget comparison is read off."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from r1forge.io import atomic_file
+
+    seeds = sorted(report["seeds"], key=int)
+    extra = list(report["config"].get("r1forge_arms", {}))
+    name = report["in_distribution"]
+    fig, axes = plt.subplots(
+        len(CURVES), len(seeds), figsize=(6.5 * len(seeds), 2.8 * len(CURVES)), squeeze=False
+    )
+    for column, seed in enumerate(seeds):
+        result = report["seeds"][seed]
+        arms = [a for a in ("r1forge", *extra, "trl", EQUAL_ARM) if f"{a}_run" in result]
+        for arm in arms:
+            points = samples_curve(report, seed, arm)
+            label = f"{arm} (held-out pass@1 {result[arm][name]['pass@1']:.3f})"
+            for row, (ours, theirs, title) in enumerate(CURVES):
+                key = theirs if arm in ("trl", EQUAL_ARM) else ours
+                xy = [(x, r[key]) for x, r in points if r.get(key) is not None]
+                ax = axes[row, column]
+                if xy:
+                    ax.plot(*zip(*xy, strict=True), linewidth=1, label=label)
+                ax.set_title(f"seed {seed}: {title}", fontsize=9)
+                ax.grid(alpha=0.3)
+        axes[0, column].legend(fontsize=7)
+        axes[-1, column].set_xlabel("samples drawn (r1forge: selection pass and refills included)")
+    sft = ", ".join(
+        f"seed {seed} {report['seeds'][seed]['sft'][name]['pass@1']:.3f}" for seed in seeds
+    )
+    fig.suptitle(f"{report['recipe']} on {report['gpu']}; cold-start SFT pass@1: {sft}")
+    fig.tight_layout()
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from runs of the same recipe and settings on disjoint seeds (one seed per
     device call fits its time limit); each run's date, GPU, seeds and duration under `runs`."""
@@ -556,6 +623,12 @@ def main() -> None:
         "of its own (repeatable)",
     )
     parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="draw each arm's training curves against samples drawn into this PNG",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -571,6 +644,8 @@ def main() -> None:
         if args.out:
             write_json_atomic(args.out, merged)
             print(f"written: {args.out}")
+        if args.plot:
+            print(f"written: {plot_report(merged, args.plot)}")
         return
     if args.command == "trl":
         train_trl(
@@ -649,6 +724,8 @@ def main() -> None:
     if args.out:
         write_json_atomic(args.out, report)
         print(f"written: {args.out}")
+    if args.plot:
+        print(f"written: {plot_report(report, args.plot)}")
 
 
 if __name__ == "__main__":

@@ -274,6 +274,31 @@ def test_rl_quality_merges_one_seed_per_call(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == merged
 
 
+def test_rl_quality_curves_against_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--plot` draws each arm's curves against samples drawn: r1forge's start after its
+    selection pass and count its refills, TRL's count one batch a step."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rl_quality
+
+    report = _rl_report("0", 0.5, 0.75)
+    report["recipe"] = "recipes/x.yaml"
+    report["config"]["grpo_reasoning"] |= {"prompts_per_step": 2, "group_size": 4}
+    seed = report["seeds"]["0"]
+    seed["samples"] = {"r1forge_selection": 10}
+    seed["r1forge_run"] = {
+        "curve": [
+            {"step": 0, "eval/a/greedy": 0.5},
+            {"step": 1, "reward": 0.5, "entropy": 0.1, "zero_std_fraction": 0.0},
+            {"step": 2, "reward": 0.7, "dynamic/draws": 2.0, "zero_std_fraction": 0.5},
+        ]
+    }
+    seed["trl_run"] = {"curve": [{"step": 1, "reward": 0.4, "frac_reward_zero_std": 0.25}]}
+    assert [x for x, _ in rl_quality.samples_curve(report, "0", "r1forge")] == [18, 34]
+    assert [x for x, _ in rl_quality.samples_curve(report, "0", "trl")] == [8]
+    path = rl_quality.plot_report(report, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--arm NAME KEY=VALUE` adds an r1forge GRPO run from the same cold start with overrides
     of its own, evaluated like the recipe's arm; the recipe's arm keeps the recipe; a taken
