@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("sft", "r1forge", "trl")
 # with --trl-equal-samples: TRL again, for as many steps as r1forge may draw samples
 EQUAL_ARM = "trl_equal"
+# a seed's result keys besides its arms' (an extra arm may not take one)
+RESULT_KEYS = ("samples", "selection", "gain_points")
 
 
 def cli(*args: str) -> list[str]:
@@ -246,7 +248,7 @@ def r1forge_arms(args: argparse.Namespace) -> dict[str, list[str]]:
     """Extra r1forge arms (`--arm NAME KEY=VALUE...`) and their recipe overrides."""
     arms: dict[str, list[str]] = {}
     for name, *overrides in args.arm:
-        taken = {*ARMS, EQUAL_ARM, *arms}
+        taken = {*ARMS, EQUAL_ARM, *RESULT_KEYS, *arms}
         if not name.isidentifier() or name in taken or name.endswith("_run"):
             raise SystemExit(f"--arm {name}: a new identifier is needed (taken: {sorted(taken)})")
         if not overrides or not all("=" in o for o in overrides):

@@ -327,6 +327,7 @@ def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert f"'{work}/eval_hold'" in hold and f"test -f {work}/eval_hold/metrics.json" in script
     for arm, message in (
         (["trl", "grpo_reasoning.lr=1e-6"], "a new identifier"),
+        (["samples", "grpo_reasoning.lr=1e-6"], "a new identifier"),
         (["hold", "lr"], "KEY=VALUE"),
         (["hold", "grpo_reasoning.nosuch=1"], "nosuch"),
     ):
