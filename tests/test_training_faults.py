@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,29 @@ def test_temp_folders_of_dead_writers_are_removed(tmp_path: Path) -> None:
     (tmp_path / ".config.json.999999999.a.tmp").write_text("{")
     write_text_atomic(config, "{}")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".config")) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_outputs_get_the_umasks_permissions(tmp_path: Path, umask: int) -> None:
+    """Outputs are read by other users and containers (a shared disk, a PVC): an atomic
+    write leaves what a plain write would, not its temp file's private 0600 / 0700."""
+    previous = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "metrics.json", "{}")
+        with atomic_dir(tmp_path / "model") as out:
+            (out / "config.json").write_text("{}")
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        (plain / "file").write_text("x")
+    finally:
+        os.umask(previous)
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(tmp_path / "metrics.json") == mode(plain / "file") == 0o666 & ~umask
+    assert mode(tmp_path / "model") == mode(plain) == 0o777 & ~umask
+    assert mode(tmp_path / "model/config.json") == 0o666 & ~umask
 
 
 @pytest.mark.slow

@@ -70,13 +70,30 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    """The process's umask, read from /proc where it can be (setting it to read it would race
+    with other threads' file creation)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temp file beside `path`; on success fsync and rename it over `path`, else delete it."""
+    """Open a temp file beside `path`; on success fsync and rename it over `path`, else delete it.
+
+    The file gets the permissions a plain `open` would (0666 less the umask), not the temp
+    file's private 0600: outputs are read by other users and containers (a shared disk, a PVC).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
@@ -104,12 +121,14 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder under a temp name and swap it in only when the body succeeds.
 
-    The previous version stays intact until the swap, and is restored if the swap fails.
+    The previous version stays intact until the swap, and is restored if the swap fails. The
+    folder gets a plain `mkdir`'s permissions (0777 less the umask), not the temp folder's 0700.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
