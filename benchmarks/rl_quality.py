@@ -42,6 +42,7 @@ ARMS = ("sft", "r1forge", "trl")
 EQUAL_ARM = "trl_equal"
 # a seed's result keys besides its arms' (an extra arm may not take one)
 RESULT_KEYS = ("samples", "selection", "gain_points")
+TRL_ARMS = ("trl", EQUAL_ARM)
 
 
 def cli(*args: str) -> list[str]:
@@ -480,11 +481,16 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def report_arms(report: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """A seed's arms in report order: SFT, r1forge's (the recipe's, then `--arm`'s), TRL's."""
+    extra = report["config"].get("r1forge_arms", {})
+    return [arm for arm in ("sft", "r1forge", *extra, *TRL_ARMS) if arm in result]
+
+
 def print_table(report: dict[str, Any]) -> None:
     names = report["eval_sets"]
-    extra = list(report["config"].get("r1forge_arms", {}))
     for seed, result in report["seeds"].items():
-        arms = [arm for arm in ("sft", "r1forge", *extra, "trl", EQUAL_ARM) if arm in result]
+        arms = report_arms(report, result)
         print(f"seed {seed}")
         heads = "".join(f"{arm:>16}" for arm in arms)
         print(f"  {'eval set':<16}{heads}  gain {' / '.join(arms[1:])} (p@1)")
@@ -516,7 +522,7 @@ def samples_curve(report: dict[str, Any], seed: str, arm: str) -> list[tuple[int
     per_step = cfg["prompts_per_step"] * cfg["group_size"]
     result = report["seeds"][seed]
     rows = [row for row in result[f"{arm}_run"]["curve"] if "reward" in row]
-    if arm in ("trl", EQUAL_ARM):
+    if arm in TRL_ARMS:
         return [(row["step"] * per_step, row) for row in rows]
     drawn, points = result["samples"].get("r1forge_selection", 0), []
     for row in rows:
@@ -536,19 +542,17 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     from r1forge.io import atomic_file
 
     seeds = sorted(report["seeds"], key=int)
-    extra = list(report["config"].get("r1forge_arms", {}))
     name = report["in_distribution"]
     fig, axes = plt.subplots(
         len(CURVES), len(seeds), figsize=(6.5 * len(seeds), 2.8 * len(CURVES)), squeeze=False
     )
     for column, seed in enumerate(seeds):
         result = report["seeds"][seed]
-        arms = [a for a in ("r1forge", *extra, "trl", EQUAL_ARM) if f"{a}_run" in result]
-        for arm in arms:
+        for arm in (a for a in report_arms(report, result) if f"{a}_run" in result):
             points = samples_curve(report, seed, arm)
             label = f"{arm} (held-out pass@1 {result[arm][name]['pass@1']:.3f})"
             for row, (ours, theirs, title) in enumerate(CURVES):
-                key = theirs if arm in ("trl", EQUAL_ARM) else ours
+                key = theirs if arm in TRL_ARMS else ours
                 xy = [(x, r[key]) for x, r in points if r.get(key) is not None]
                 ax = axes[row, column]
                 if xy:
