@@ -221,27 +221,35 @@ def seed_settings(seed: int) -> list[str]:
     return [x for k in keys for x in ("--set", f"{k}={seed}")]
 
 
-def r1forge_sample_bound(recipe: Any) -> int:
+def selection_prompts(recipe: Any, data: Path) -> int:
+    """How many prompts the selection pass reads: each of its files' lines, at most `limit`
+    of each (no limit: all of them)."""
+    counts = [sum(1 for line in (data / f).open() if line.strip()) for f in recipe.select.prompts]
+    limit = recipe.select.limit
+    return sum(min(n, limit) if limit else n for n in counts)
+
+
+def r1forge_sample_bound(recipe: Any, data: Path) -> int:
     """The most samples r1forge's side may draw: every step refilled up to `max_draws`, plus
     the selection pass (k samples of each prompt it reads)."""
     cfg = recipe.grpo_reasoning
     draws = cfg.dynamic_sampling.max_draws if cfg.dynamic_sampling.enabled else 1
     grpo = cfg.max_steps * draws * cfg.prompts_per_step * cfg.group_size
-    selection = recipe.select.limit * recipe.select.k if uses_selection(recipe) else 0
+    selection = selection_prompts(recipe, data) * recipe.select.k if uses_selection(recipe) else 0
     return grpo + selection
 
 
-def equal_sample_steps(recipe: Any) -> int:
+def equal_sample_steps(recipe: Any, data: Path) -> int:
     """TRL steps that draw at least as many samples as r1forge's side may."""
     per_step = recipe.grpo_reasoning.prompts_per_step * recipe.grpo_reasoning.group_size
-    return -(-r1forge_sample_bound(recipe) // per_step)
+    return -(-r1forge_sample_bound(recipe, data) // per_step)
 
 
-def trl_arms(args: argparse.Namespace, recipe: Any) -> dict[str, list[str]]:
+def trl_arms(args: argparse.Namespace, recipe: Any, data: Path) -> dict[str, list[str]]:
     """TRL arms and their GRPOConfig overrides: the same steps, and optionally equal samples."""
     arms = {"trl": list(args.trl_set)}
     if args.trl_equal_samples:
-        arms[EQUAL_ARM] = [*args.trl_set, f"max_steps={equal_sample_steps(recipe)}"]
+        arms[EQUAL_ARM] = [*args.trl_set, f"max_steps={equal_sample_steps(recipe, data)}"]
     return arms
 
 
@@ -339,7 +347,7 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
     chains = [evaluation("sft"), r1forge_chain("r1forge", [])]
     chains += [r1forge_chain(arm, overrides) for arm, overrides in r1forge_arms(args).items()]
     trl_prompts = recipe.select.prompts if uses_selection(recipe) else recipe.grpo_reasoning.prompts
-    for arm, overrides in trl_arms(args, recipe).items():
+    for arm, overrides in trl_arms(args, recipe, data).items():
         if finished(work / arm):
             chains.append(evaluation(arm))
             continue
@@ -365,7 +373,7 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
     chains = [c for c in chains if c]
     if chains:
         lines.append(" & ".join(f"( {c} )" for c in chains) + " & wait")
-    arms = ["sft", "r1forge", *r1forge_arms(args), *trl_arms(args, recipe)]
+    arms = ["sft", "r1forge", *r1forge_arms(args), *trl_arms(args, recipe, data)]
     lines.append(" && ".join(f"test -f {work}/eval_{arm}/metrics.json" for arm in arms))
     return "\n".join(lines)
 
@@ -713,7 +721,7 @@ def main() -> None:
             "trl_overrides": args.trl_set,
             **({"r1forge_arms": extra} if extra else {}),
             **(
-                {"trl_equal_samples_steps": equal_sample_steps(recipe)}
+                {"trl_equal_samples_steps": equal_sample_steps(recipe, data)}
                 if args.trl_equal_samples
                 else {}
             ),

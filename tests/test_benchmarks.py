@@ -347,6 +347,34 @@ def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+def test_rl_quality_equal_samples_count_the_selection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL's equal-samples steps cover r1forge's GRPO draws plus k samples of every prompt the
+    selection pass reads: all of the file's prompts when `select.limit` is unset (the tiny
+    recipe), at most `limit` of them when it is set."""
+    from r1forge.config import load_recipe
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rl_quality
+
+    (tmp_path / "rl_prompts.jsonl").write_text('{"prompt": "1+1"}\n' * 50 + "\n")
+    tiny = load_recipe(ROOT / "recipes/tiny.yaml", [])
+    assert tiny.select.limit is None and tiny.select.k == 4
+    cfg = tiny.grpo_reasoning  # 80 steps x 2 draws x 32 prompts x 8 samples
+    per_step = cfg.prompts_per_step * cfg.group_size
+    assert rl_quality.selection_prompts(tiny, tmp_path) == 50
+    assert rl_quality.r1forge_sample_bound(tiny, tmp_path) == 80 * 2 * 256 + 50 * 4
+    assert (
+        rl_quality.equal_sample_steps(tiny, tmp_path)
+        == 160 + 1
+        == -(-(160 * 256 + 200) // per_step)
+    )
+    limited = load_recipe(ROOT / "recipes/tiny.yaml", ["select.limit=30"])
+    assert rl_quality.selection_prompts(limited, tmp_path) == 30
+    assert rl_quality.r1forge_sample_bound(limited, tmp_path) == 80 * 2 * 256 + 30 * 4
+
+
 def test_rl_quality_smoke(tmp_path: Path) -> None:
     """The RL-quality benchmark at ci size: one cold start, r1forge GRPO (on prompts from the
     `select` stage) and TRL GRPOTrainer side by side, all three evaluated by `r1forge
