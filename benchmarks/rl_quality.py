@@ -224,7 +224,10 @@ def seed_settings(seed: int) -> list[str]:
 def selection_prompts(recipe: Any, data: Path) -> int:
     """How many prompts the selection pass reads: each of its files' lines, at most `limit`
     of each (no limit: all of them)."""
-    counts = [sum(1 for line in (data / f).open() if line.strip()) for f in recipe.select.prompts]
+    counts = [
+        sum(1 for line in (data / f).read_text().splitlines() if line.strip())
+        for f in recipe.select.prompts
+    ]
     limit = recipe.select.limit
     return sum(min(n, limit) if limit else n for n in counts)
 
