@@ -345,8 +345,6 @@ def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert not (tmp_path / "refused").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
 def test_rl_quality_equal_samples_count_the_selection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -375,6 +373,8 @@ def test_rl_quality_equal_samples_count_the_selection(
     assert rl_quality.r1forge_sample_bound(limited, tmp_path) == 80 * 2 * 256 + 30 * 4
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_rl_quality_smoke(tmp_path: Path) -> None:
     """The RL-quality benchmark at ci size: one cold start, r1forge GRPO (on prompts from the
     `select` stage) and TRL GRPOTrainer side by side, all three evaluated by `r1forge
