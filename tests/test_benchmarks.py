@@ -65,6 +65,23 @@ def test_grpo_step_at_drawn_lengths_smoke(tmp_path: Path) -> None:
     mean = sum(lengths) / len(lengths)
     assert report["r1forge"]["completion_length"] == pytest.approx(mean)
     assert report["trl"]["completion_length"] == pytest.approx(mean)
+    assert report["parts_order"] == ["r1forge", "trl"]  # as --only names them
+
+
+def test_grpo_step_parts_run_in_the_order_only_names_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A short device call names the faster side first, so a cut run still keeps it; an unknown
+    part is refused before any work."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from grpo_step import parts_to_run
+
+    parts = ["trl", "r1forge", "generation"]
+    assert parts_to_run(None, parts) == parts
+    assert parts_to_run("r1forge,trl", parts) == ["r1forge", "trl"]
+    assert parts_to_run(" generation , r1forge,generation", parts) == ["generation", "r1forge"]
+    with pytest.raises(SystemExit, match="unknown part"):
+        parts_to_run("r1forge,vllm", parts)
 
 
 @pytest.mark.slow
