@@ -274,8 +274,9 @@ def uses_selection(recipe: Any) -> bool:
 
 
 def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, seed: int) -> str:
-    """The shell script of one seed: base, SFT, (select), then r1forge and TRL side by side,
-    then the three evaluations; finished steps are skipped."""
+    """The shell script of one seed: base, SFT, then side by side the SFT's evaluation, TRL
+    and (after the selection pass, which TRL does not need) r1forge's arms, each arm followed
+    by its evaluation; finished steps are skipped."""
     sets = seed_settings(seed)
     common = ["--recipe", str(args.recipe), *sets, *(x for s in args.set for x in ("--set", s))]
     data_dir = work / "data"
@@ -301,19 +302,18 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
                 )
             )
         )
+    selection = None
     if uses_selection(recipe) and not (work / "selected/rl_prompts.jsonl").is_file():
-        lines.append(
-            quoted(
-                cli(
-                    "select",
-                    *common,
-                    "--data",
-                    str(data_dir),
-                    "--model",
-                    str(work / "sft"),
-                    "--output",
-                    str(work / "selected/rl_prompts.jsonl"),
-                )
+        selection = quoted(
+            cli(
+                "select",
+                *common,
+                "--data",
+                str(data_dir),
+                "--model",
+                str(work / "sft"),
+                "--output",
+                str(work / "selected/rl_prompts.jsonl"),
             )
         )
     eval_files = [str(f) for f in sorted((data / "eval").glob("*.jsonl"))]
@@ -346,9 +346,16 @@ def seed_script(args: argparse.Namespace, recipe: Any, data: Path, work: Path, s
             filter(None, [quoted(grpo) + f" > {work}/{arm}.log 2>&1", evaluation(arm)])
         )
 
-    # each chain runs its arm then evaluates it; the chains, and the SFT's evaluation, side by side
-    chains = [evaluation("sft"), r1forge_chain("r1forge", [])]
-    chains += [r1forge_chain(arm, overrides) for arm, overrides in r1forge_arms(args).items()]
+    # each chain runs its arm then evaluates it; the chains, and the SFT's evaluation, side by
+    # side; r1forge's arms wait for the selection pass, TRL (which reads the whole pool) does not
+    ours = [r1forge_chain("r1forge", [])]
+    ours += [r1forge_chain(arm, overrides) for arm, overrides in r1forge_arms(args).items()]
+    ours = [c for c in ours if c]
+    if selection and ours:
+        ours = [f"{selection} && ( " + " & ".join(f"( {c} )" for c in ours) + " & wait )"]
+    elif selection:
+        ours = [selection]
+    chains = [evaluation("sft"), *ours]
     trl_prompts = recipe.select.prompts if uses_selection(recipe) else recipe.grpo_reasoning.prompts
     for arm, overrides in trl_arms(args, recipe, data).items():
         if finished(work / arm):

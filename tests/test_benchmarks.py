@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -360,6 +361,47 @@ def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         )
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "refused").exists()
+
+
+def test_rl_quality_trl_does_not_wait_for_the_selection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a selection pass (quality-h200 recipe), the pass runs side by side with TRL, which
+    reads the whole pool, and only r1forge's arms (and their evaluations) wait for it."""
+    import argparse
+
+    from r1forge.config import load_recipe
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rl_quality
+
+    args = argparse.Namespace(
+        recipe=ROOT / "recipes/quality-h200.yaml",
+        set=[],
+        trl_set=[],
+        trl_equal_samples=False,
+        arm=[["mu2", "grpo_reasoning.mu=2"]],
+    )
+    recipe = load_recipe(args.recipe, [])
+    assert rl_quality.uses_selection(recipe)
+    work = tmp_path / "seed0"
+    lines = rl_quality.seed_script(args, recipe, tmp_path / "data", work, 0).splitlines()
+    parallel = next(line for line in lines if line.endswith(" & wait"))
+    assert not any("'select'" in line for line in lines if line != parallel)
+    chains, depth = [[]], 0  # the line's top-level jobs, split at the `&` outside parentheses
+    for token in shlex.split(parallel.removesuffix(" & wait")):
+        depth += (token == "(") - (token == ")")
+        if token == "&" and depth == 0:
+            chains.append([])
+        else:
+            chains[-1].append(f"'{token}'")
+    chains = [" ".join(chain) for chain in chains]
+    assert len(chains) == 3  # the SFT's evaluation, select then r1forge's arms, TRL
+    sft_eval, ours, trl = chains
+    assert f"'{work}/eval_sft'" in sft_eval and "'select'" not in sft_eval
+    assert ours.index("'select'") < ours.index(f"'{work}/r1forge'") < ours.index(f"'{work}/mu2'")
+    assert f"'{work}/eval_mu2'" in ours
+    assert "'select'" not in trl and f"'{work}/trl'" in trl and f"'{work}/eval_trl'" in trl
 
 
 def test_rl_quality_equal_samples_count_the_selection(
