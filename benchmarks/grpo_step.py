@@ -485,6 +485,7 @@ def main() -> None:
             failed = True
             if cuda:  # a device-side assert poisons the CUDA context: report what exists
                 break
+        write_report(report, args.out)  # after each part: a call cut short keeps what finished
     finish(report, args.out)
     if failed:
         raise SystemExit(1)
@@ -503,8 +504,6 @@ def parts_to_run(only: str | None, parts: list[str]) -> list[str]:
 
 
 def finish(report: dict[str, Any], out: Path | None) -> None:
-    import json
-
     if "trl" in report and "r1forge" in report:
         report["ratio_vs_trl"] = (
             report["trl"]["seconds_per_step"] / report["r1forge"]["seconds_per_step"]
@@ -535,9 +534,16 @@ def finish(report: dict[str, Any], out: Path | None) -> None:
             f"ratio engine / transformers static generate: {gen['ratio_vs_transformers_static']:.2f}x"
         )
         print(f"greedy token agreement with transformers: {gen['greedy_token_agreement']:.1%}")
+    write_report(report, out)
+
+
+def write_report(report: dict[str, Any], out: Path | None) -> None:
+    """The JSON report, written atomically (temp file + rename); nothing without `--out`."""
+    from r1forge.io import write_json_atomic
+
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(out, report)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,30 @@ def test_grpo_step_parts_run_in_the_order_only_names_them(
         parts_to_run("r1forge,vllm", parts)
 
 
+def test_grpo_step_a_cut_run_keeps_the_parts_that_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON is written after every part, so a call stopped during the second part (here an
+    interrupt, as a device call's time limit would) still holds the first part's figures."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import grpo_step
+
+    def interrupted(*_: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grpo_step, "run_r1forge", lambda *_: {"seconds_per_step": 0.5})
+    monkeypatch.setattr(grpo_step, "run_trl", interrupted)
+    out = tmp_path / "grpo.json"
+    argv = ["grpo_step.py", "--tiny", "--only", "r1forge,trl", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(KeyboardInterrupt):
+        grpo_step.main()
+    report = json.loads(out.read_text())
+    assert report["r1forge"] == {"seconds_per_step": 0.5} and "trl" not in report
+    assert report["parts_order"] == ["r1forge", "trl"]
+    assert [p.name for p in tmp_path.iterdir()] == ["grpo.json"]  # no temp file left
+
+
 @pytest.mark.slow
 def test_rollout_lengths_smoke(tmp_path: Path) -> None:
     """All three sides on the same drawn lengths; the engine now and the engine before the change
