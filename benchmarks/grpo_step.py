@@ -542,7 +542,6 @@ def write_report(report: dict[str, Any], out: Path | None) -> None:
     from r1forge.io import write_json_atomic
 
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, report)
 
 
