@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -341,24 +342,23 @@ def test_rl_quality_curves_against_samples(tmp_path: Path, monkeypatch: pytest.M
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def rl_quality_args(recipe: str, arm: list[str]) -> argparse.Namespace:
+    """`rl_quality.py`'s parsed arguments for one recipe and one extra r1forge arm."""
+    return argparse.Namespace(
+        recipe=ROOT / recipe, set=[], trl_set=[], trl_equal_samples=False, arm=[arm]
+    )
+
+
 def test_rl_quality_extra_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--arm NAME KEY=VALUE` adds an r1forge GRPO run from the same cold start with overrides
     of its own, evaluated like the recipe's arm; the recipe's arm keeps the recipe; a taken
     name or a bad override is refused before any work."""
-    import argparse
-
     from r1forge.config import load_recipe
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import rl_quality
 
-    args = argparse.Namespace(
-        recipe=ROOT / "recipes/ci.yaml",
-        set=[],
-        trl_set=[],
-        trl_equal_samples=False,
-        arm=[["hold", "grpo_reasoning.entropy.target=0.1"]],
-    )
+    args = rl_quality_args("recipes/ci.yaml", ["hold", "grpo_reasoning.entropy.target=0.1"])
     work = tmp_path / "seed0"
     script = rl_quality.seed_script(args, load_recipe(args.recipe, []), tmp_path / "data", work, 0)
     grpo = [line for line in script.split("( ") if "'grpo'" in line]
@@ -392,20 +392,12 @@ def test_rl_quality_trl_does_not_wait_for_the_selection(
 ) -> None:
     """With a selection pass (quality-h200 recipe), the pass runs side by side with TRL, which
     reads the whole pool, and only r1forge's arms (and their evaluations) wait for it."""
-    import argparse
-
     from r1forge.config import load_recipe
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import rl_quality
 
-    args = argparse.Namespace(
-        recipe=ROOT / "recipes/quality-h200.yaml",
-        set=[],
-        trl_set=[],
-        trl_equal_samples=False,
-        arm=[["mu2", "grpo_reasoning.mu=2"]],
-    )
+    args = rl_quality_args("recipes/quality-h200.yaml", ["mu2", "grpo_reasoning.mu=2"])
     recipe = load_recipe(args.recipe, [])
     assert rl_quality.uses_selection(recipe)
     work = tmp_path / "seed0"
